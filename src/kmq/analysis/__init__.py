@@ -1,0 +1,5 @@
+"""Measurements and reports: metrics (PSNR, SSIM, bits per pixel, ratios)."""
+
+from kmq.analysis.metrics import bits_per_pixel, compression_ratio, mse, psnr, ssim
+
+__all__ = ["bits_per_pixel", "compression_ratio", "mse", "psnr", "ssim"]

@@ -1,0 +1,257 @@
+"""The ``kmq`` command: parse arguments, call the API, print. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class _UsageError(Exception):
+    """Bad command-line usage, reported as one ``error:`` line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _k_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"K must be a whole number from 2 to 256, got {text!r}") from None
+    if not 2 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"K must be from 2 to 256, got {value}")
+    return value
+
+
+def _k_list(text: str) -> list[int]:
+    return [_k_value(part) for part in text.split(",") if part.strip()]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def _console(args: argparse.Namespace) -> Any:
+    from rich.console import Console
+
+    return Console(quiet=getattr(args, "quiet", False), highlight=False)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes:,} B"
+
+
+# ---------------------------------------------------------------- compress / decompress / info
+
+
+def _add_image_commands(commands: Any) -> None:
+    compress = commands.add_parser(
+        "compress",
+        help="compress an image to .kmq or an indexed PNG",
+        description="Quantize an image to K colours by k-means and write a .kmq file or an indexed PNG (PNG8).",
+    )
+    compress.add_argument("input", help="image file (PNG, JPEG, WebP, TIFF, BMP, GIF, ...)")
+    compress.add_argument("-o", "--output", help="output file (default: INPUT with .kmq, or INPUT-kmq.png)")
+    compress.add_argument("-k", type=_k_value, default=64, help="palette size, 2..256 (default 64)")
+    compress.add_argument("--dither", choices=("none", "fs", "ordered"), default="none", help="dithering (default none)")
+    compress.add_argument("--space", choices=("rgb", "oklab"), default="rgb", help="clustering colour space (default rgb)")
+    compress.add_argument("--format", choices=("kmq", "png"), default=None, help="output format (default: from the output suffix, else kmq)")
+    compress.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
+    compress.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    compress.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse larger inputs (default: KMQ_MAX_PIXELS or 2^28)")
+    compress.set_defaults(run=_run_compress)
+
+    decompress = commands.add_parser(
+        "decompress", help="decode a .kmq file to an image", description="Decode a .kmq file to PNG (or any format by suffix)."
+    )
+    decompress.add_argument("input", help=".kmq file")
+    decompress.add_argument("-o", "--output", help="output image (default: INPUT with .png)")
+    decompress.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    decompress.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse larger images")
+    decompress.set_defaults(run=_run_decompress)
+
+    info = commands.add_parser("info", help="describe a .kmq or .kmqv file", description="Print dimensions, K, bits per pixel, sizes and ratios.")
+    info.add_argument("input", help=".kmq or .kmqv file")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(run=_run_info)
+
+
+def _run_compress(args: argparse.Namespace) -> int:
+    from kmq.media.still import compress
+
+    fmt = args.format
+    if fmt is None:
+        fmt = "png" if args.output and Path(args.output).suffix.lower() == ".png" else "kmq"
+    started = time.perf_counter()
+    result = compress(
+        args.input,
+        args.output,
+        k=args.k,
+        dither=args.dither,
+        space=args.space,
+        seed=args.seed,
+        format=fmt,
+        force=args.force,
+        max_pixels=args.max_pixels,
+    )
+    elapsed = time.perf_counter() - started
+    console = _console(args)
+    console.print(
+        f"{result.input_path} -> {result.output_path}: {result.width}×{result.height}, K={result.k}, "
+        f"{result.bits_per_pixel:.3f} bits/pixel, {_size(result.output_bytes)} "
+        f"({result.raw_bytes / result.output_bytes:.1f}× smaller than raw {8 * result.channels}-bit, "
+        f"{result.input_bytes / result.output_bytes:.2f}× vs the input file) in {elapsed:.2f} s"
+    )
+    return EXIT_OK
+
+
+def _run_decompress(args: argparse.Namespace) -> int:
+    from kmq.media.still import decompress
+
+    out = decompress(args.input, args.output, force=args.force, max_pixels=args.max_pixels)
+    _console(args).print(f"{args.input} -> {out}")
+    return EXIT_OK
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from kmq.media.inspect import describe_file
+
+    facts = describe_file(args.input)
+    if args.json:
+        print(json.dumps(facts, indent=2))
+        return EXIT_OK
+    console = _console(args)
+    width = max(len(key) for key in facts)
+    for key, value in facts.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, int) and key.endswith("bytes"):
+            value = _size(value)
+        console.print(f"{key.replace('_', ' '):<{width}}  {value}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _add_demo_command(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="compress a built-in photograph at several K and print the results",
+        description="Run kmq on a real photograph that ships with an installed package (no download), "
+        "write the outputs to a folder and print K, bits per pixel, PSNR, SSIM and sizes on disk.",
+    )
+    demo.add_argument("-o", "--output", default="kmq-demo", help="folder for the outputs (default ./kmq-demo; its own files are replaced)")
+    demo.add_argument("-k", type=_k_list, default=[16, 32, 64, 128, 256], help="comma-separated palette sizes (default 16,32,64,128,256)")
+    demo.add_argument("--json", action="store_true", help="print the table as JSON")
+    demo.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from kmq.media.demo import run_demo
+
+    console = _console(args)
+    if not args.json:
+        console.print("kmq demo: k-means colour quantization of a real photograph")
+    report = run_demo(Path(args.output), args.k, progress=None if args.json else console.print)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    photo = report["photo"]
+    table = Table(title=f"{photo['name']}: {photo['width']}×{photo['height']}, raw 24-bit RGB = {_size(photo['raw_bytes'])} on disk")
+    for column in ("K", "bits/px packed", "bits/px on disk", "PSNR dB", "SSIM", ".kmq on disk", "vs raw 24-bit", "PNG8 on disk", "time"):
+        table.add_column(column, justify="right")
+    for row in report["rows"]:
+        table.add_row(
+            str(row["k"]),
+            str(row["bits_packed"]),
+            f"{row['bits_per_pixel']:.3f}",
+            f"{row['psnr']:.2f}",
+            f"{row['ssim']:.4f}",
+            _size(row["kmq_bytes"]),
+            f"{row['reduction_vs_raw']:.1f}× smaller",
+            _size(row["png8_bytes"]),
+            f"{row['seconds'] * 1000:.0f} ms",
+        )
+    console.print(table)
+    console.print(f"outputs in {report['folder']}/ (the original as raw 24-bit PPM, each K as .kmq and as viewable PNG8)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- entry point
+
+_COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_image_commands, _add_demo_command]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``kmq`` command and its subcommands."""
+    from kmq import __version__
+
+    parser = _Parser(prog="kmq", description="Image and video compression by k-means colour quantization.")
+    parser.add_argument("--version", action="version", version=f"kmq {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add_group in _COMMAND_GROUPS:
+        add_group(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kmq`` command; return its exit code (0 ok, 1 failed while working, 2 bad input)."""
+    from kmq.errors import KmqError
+
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_BAD_INPUT
+        return int(args.run(args))
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KmqError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as exc:  # an unexpected failure: one line unless --debug
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
