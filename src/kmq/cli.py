@@ -42,6 +42,10 @@ def _k_list(text: str) -> list[int]:
     return [_k_value(part) for part in text.split(",") if part.strip()]
 
 
+def _k_or_auto(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _k_value(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -73,7 +77,9 @@ def _add_image_commands(commands: Any) -> None:
     )
     compress.add_argument("input", help="image file (PNG, JPEG, WebP, TIFF, BMP, GIF, ...)")
     compress.add_argument("-o", "--output", help="output file (default: INPUT with .kmq, or INPUT-kmq.png)")
-    compress.add_argument("-k", type=_k_value, default=64, help="palette size, 2..256 (default 64)")
+    compress.add_argument("-k", "--k", dest="k", type=_k_or_auto, default=64, help="palette size, 2..256, or 'auto' with a target (default 64)")
+    compress.add_argument("--target-psnr", type=float, default=None, metavar="DB", help="with -k auto: the smallest K whose PSNR reaches DB")
+    compress.add_argument("--target-ssim", type=float, default=None, metavar="VALUE", help="with -k auto: the smallest K whose SSIM reaches VALUE")
     compress.add_argument("--dither", choices=("none", "fs", "ordered"), default="none", help="dithering (default none)")
     compress.add_argument("--space", choices=("rgb", "oklab"), default="rgb", help="clustering colour space (default rgb)")
     compress.add_argument("--format", choices=("kmq", "png"), default=None, help="output format (default: from the output suffix, else kmq)")
@@ -114,9 +120,13 @@ def _run_compress(args: argparse.Namespace) -> int:
         format=fmt,
         force=args.force,
         max_pixels=args.max_pixels,
+        target_psnr=args.target_psnr,
+        target_ssim=args.target_ssim,
     )
     elapsed = time.perf_counter() - started
     console = _console(args)
+    if result.auto is not None:
+        console.print(result.auto.describe())
     console.print(
         f"{result.input_path} -> {result.output_path}: {result.width}×{result.height}, K={result.k}, "
         f"{result.bits_per_pixel:.3f} bits/pixel, {_size(result.output_bytes)} "
@@ -201,9 +211,104 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- analyze
+
+_ANALYSIS_METHODS = "kmeans,hierarchical,mediancut,octree,minibatch"
+
+
+def _k_list_or_auto(text: str) -> list[int] | str:
+    return "auto" if text.strip().lower() == "auto" else _k_list(text)
+
+
+def _add_analysis_commands(commands: Any) -> None:
+    analyze = commands.add_parser(
+        "analyze",
+        help="compare clustering methods across K and write an HTML report",
+        description="Quantize an image with several clustering methods at several K, push every palette through the "
+        "same remap and coder, and write DIR/report.html (self-contained, opens offline), the figures as PNG files, "
+        "report.json and the coded .kmq files.",
+    )
+    analyze.add_argument("input", help="image file (PNG, JPEG, WebP, TIFF, ...)")
+    analyze.add_argument(
+        "-k",
+        "--k",
+        dest="k",
+        type=_k_list_or_auto,
+        default=[8, 16, 32, 64, 128, 256],
+        help="comma-separated palette sizes, or 'auto' with --target-psnr/--target-ssim (default 8,16,32,64,128,256)",
+    )
+    analyze.add_argument("--methods", default=_ANALYSIS_METHODS, help=f"comma-separated methods (default {_ANALYSIS_METHODS})")
+    analyze.add_argument("-o", "--output", default=None, help="report folder (default ./STEM-analysis; its own files are replaced)")
+    analyze.add_argument("--target-psnr", type=float, default=None, metavar="DB", help="with -k auto: smallest K whose PSNR reaches DB")
+    analyze.add_argument("--target-ssim", type=float, default=None, metavar="VALUE", help="with -k auto: smallest K whose SSIM reaches VALUE")
+    analyze.add_argument("--seed", type=int, default=0, help="seed of the randomised methods (default 0)")
+    analyze.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse larger inputs")
+    analyze.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    analyze.set_defaults(run=_run_analyze)
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from kmq.analysis.report import analyze_file
+
+    if args.k != "auto" and (args.target_psnr is not None or args.target_ssim is not None):
+        raise _UsageError("--target-psnr and --target-ssim go with -k auto")
+    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    errors = Console(stderr=True)
+    with Progress(console=errors, transient=True, disable=args.quiet or not errors.is_terminal) as bar:
+        task = bar.add_task("analyzing", total=None)
+        report = analyze_file(
+            args.input,
+            args.output,
+            ks=args.k,
+            methods=methods,
+            target_psnr=args.target_psnr,
+            target_ssim=args.target_ssim,
+            seed=args.seed,
+            max_pixels=args.max_pixels,
+            progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what),
+        )
+    summary = report.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    console = _console(args)
+    image = summary["image"]
+    table = Table(title=f"{report.name}: {image['width']}×{image['height']}, raw 24-bit {_size(image['raw_bytes'])}")
+    for column in ("method", "K", "PSNR dB", "SSIM", "bits/px coded", "vs raw 24-bit", "vs input", "time"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in summary["rows"]:
+        vs_input = row["reduction_vs_input"]
+        table.add_row(
+            row["method"],
+            str(row["k"]),
+            "lossless" if row["psnr"] is None else f"{row['psnr']:.2f}",
+            f"{row['ssim']:.4f}",
+            f"{row['bits_per_pixel_coded']:.3f}",
+            f"{row['reduction_vs_raw']:.1f}×",
+            "–" if vs_input is None else f"{vs_input:.2f}×",
+            f"{row['seconds']:.2f} s",
+        )
+    console.print(table)
+    for method, facts in summary["methods"].items():
+        if not facts["ran"]:
+            console.print(f"{method}: {facts['note']}")
+    if report.auto is not None:
+        console.print(report.auto.describe())
+    for sentence in summary["findings"]:
+        console.print(sentence)
+    console.print(f"report: {summary['files']['report']}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- entry point
 
 _COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_image_commands, _add_demo_command]
+_COMMAND_GROUPS.append(_add_analysis_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

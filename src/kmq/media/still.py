@@ -174,6 +174,8 @@ class CompressResult:
     output_bytes: int
     format: str
     channels: int = 3
+    #: With ``k="auto"``: the bisection that chose K (a :class:`kmq.analysis.autok.AutoK`).
+    auto: Any = None
 
     @property
     def raw_bytes(self) -> int:
@@ -198,13 +200,15 @@ def compress(
     path_in: str | os.PathLike,
     path_out: str | os.PathLike | None = None,
     *,
-    k: int = 64,
+    k: int | str = 64,
     dither: str = "none",
     space: str = "rgb",
     seed: int = 0,
     format: str = "kmq",
     force: bool = False,
     max_pixels: int | None = None,
+    target_psnr: float | None = None,
+    target_ssim: float | None = None,
 ) -> CompressResult:
     """Compress an image file to .kmq (or an indexed PNG).
 
@@ -217,7 +221,10 @@ def compress(
         Any image Pillow reads.
     path_out : path-like, optional
         Default: :func:`default_output_path`.
-    k, dither, space, seed
+    k : int or "auto"
+        Palette size as for :func:`quantize`, or ``"auto"``: the smallest K that reaches
+        ``target_psnr`` or ``target_ssim``, found by bisection on K.
+    dither, space, seed
         As for :func:`quantize`.
     format : {"kmq", "png"}
         .kmq file or indexed PNG (PNG8).
@@ -225,19 +232,34 @@ def compress(
         Replace an existing output.
     max_pixels : int, optional
         Refuse larger inputs (default ``KMQ_MAX_PIXELS`` or the documented limit).
+    target_psnr, target_ssim : float, optional
+        With ``k="auto"``, exactly one: PSNR in dB, or SSIM, of the result against the input.
 
     Returns
     -------
     CompressResult
     """
-    k = _check_k(k)
+    from kmq.analysis.autok import check_target, smallest_k
+
+    auto = isinstance(k, str) and k == "auto"
+    if auto:
+        check_target(target_psnr, target_ssim)
+    elif target_psnr is not None or target_ssim is not None:
+        raise InputError('a quality target (target_psnr, target_ssim) needs k="auto"')
+    else:
+        k = _check_k(k)
     _check_choice("format", format, FORMATS)
     _check_choice("dither", dither, DITHERS)
     _check_choice("space", space, SPACES)
     out = Path(path_out) if path_out is not None else default_output_path(path_in, format)
     check_output(out, force=force, inputs=(path_in,))
     pixels = load_image(path_in, max_pixels=max_pixels)
-    quantized = quantize(pixels, k, dither=dither, space=space, seed=seed)
+    choice = None
+    if auto:
+        choice = smallest_k(pixels, target_psnr=target_psnr, target_ssim=target_ssim, dither=dither, space=space, seed=seed)
+        quantized = Quantized(palette=choice.palette, indices=choice.indices)
+    else:
+        quantized = quantize(pixels, k, dither=dither, space=space, seed=seed)
     data = quantized.to_png8() if format == "png" else encode_image(quantized)
     with atomic_output(out, force=force, inputs=(path_in,)) as stream:
         stream.write(data)
@@ -251,6 +273,7 @@ def compress(
         output_bytes=len(data),
         format=format,
         channels=quantized.channels,
+        auto=choice,
     )
 
 
