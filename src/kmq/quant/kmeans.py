@@ -1,0 +1,682 @@
+"""Weighted k-means on a colour histogram: seeding, iterations, empty-cluster repair, warm start.
+
+Each histogram bin is one weighted point, so a photo's hundreds of thousands of pixels become a
+few thousand points with the same objective. Iterations are Lloyd's, with Hamerly's two bounds
+per point so that a point whose nearest centre cannot have changed costs two comparisons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from kmq.errors import InputError
+from kmq.quant._checks import check_colors, check_space
+from kmq.quant._vectors import WIDTH, padded
+from kmq.quant.colorspace import from_space, to_space
+from kmq.quant.histogram import Histogram, coarsen
+from kmq.quant.remap import assign_bins, pixels_nearest
+
+__all__ = [
+    "PaletteFit",
+    "fit_palette",
+    "kmeans_plus_plus",
+    "replace_empty_clusters",
+    "relocate_centres",
+    "refine_on_pixels",
+    "palette_distortion",
+]
+
+#: Iteration cap of a fresh fit; Hamerly's bounds make the late, nearly still iterations cheap.
+FRESH_MAX_ITER = 300
+#: Iteration cap when continuing from a previous palette (the next frame of a video).
+WARM_MAX_ITER = 8
+#: Stop once centres move less than this, as a fraction of the data's variance per point.
+RELATIVE_TOLERANCE = 1e-6
+#: Independent seedings tried by a fresh fit; the one with the least distortion wins.
+DEFAULT_RESTARTS = 1
+#: Centre relocations tried by a fresh fit (see :func:`relocate_centres`).
+DEFAULT_RELOCATIONS = 10
+#: Iteration cap of the Lloyd run that settles each tried relocation.
+RELOCATION_MAX_ITER = 30
+#: A fresh fit first clusters the histogram merged to this many bits per channel (seeding,
+#: restarts, relocations are cheap there), then finishes on the full histogram.
+COARSE_BITS = 5
+#: ...when the full histogram has more bins than this.
+COARSE_MIN_BINS = 8192
+
+
+@dataclass(frozen=True)
+class PaletteFit:
+    """A palette fitted to a histogram.
+
+    Attributes
+    ----------
+    palette : ndarray, shape (n, C), float64
+        Centroids as RGB(A) on the 0..255 scale (also when fitted in OKLab). ``n == k`` except
+        when a fresh fit meets a histogram with fewer than ``k`` bins.
+    counts : ndarray, shape (n,), float64
+        Pixels served by each entry.
+    distortion : float
+        Mean squared error per channel value over all pixels, in 0..255 units, when each bin is
+        served by its entry (so ``10 * log10(255**2 / distortion)`` is the PSNR).
+    iterations : int
+        Lloyd iterations run (of the winning restart for a fresh fit).
+    labels : ndarray, shape (bins,), int32
+        The entry serving each histogram bin.
+    """
+
+    palette: np.ndarray
+    counts: np.ndarray
+    distortion: float
+    iterations: int
+    labels: np.ndarray
+
+
+def fit_palette(
+    histogram: Histogram,
+    k: int,
+    *,
+    seed: int = 0,
+    init: np.ndarray | None = None,
+    max_iter: int | None = None,
+    space: str = "rgb",
+    restarts: int = DEFAULT_RESTARTS,
+    relocations: int = DEFAULT_RELOCATIONS,
+) -> PaletteFit:
+    """Fit ``k`` colours to a histogram by weighted k-means.
+
+    Parameters
+    ----------
+    histogram : Histogram
+        From :func:`kmq.quant.build_histogram`.
+    k : int
+        Palette size, 2..256.
+    seed : int
+        Seed of the k-means++ draws; the same seed gives the same palette.
+    init : ndarray, shape (m, C), optional
+        A previous palette (RGB(A), 0..255) to continue from, m <= k. Entry j stays entry j;
+        entries left empty are re-seeded in place, and rows m..k-1 are seeded by k-means++.
+    max_iter : int, optional
+        Lloyd iteration cap per run: 300 for a fresh fit, 8 when continuing from ``init``.
+    space : {"rgb", "oklab"}
+        Where distances are measured.
+    restarts : int
+        k-means++ seedings tried by a fresh fit (ignored with ``init``).
+    relocations : int
+        Centre relocations tried by a fresh fit after Lloyd converges (see
+        :func:`relocate_centres`; ignored with ``init``).
+
+    Returns
+    -------
+    PaletteFit
+        A fresh fit lists entries from the most to the least used.
+
+    Examples
+    --------
+    >>> from kmq.quant import build_histogram
+    >>> image = np.array([[[0, 0, 0], [10, 10, 10], [250, 250, 250]]], dtype=np.uint8)
+    >>> fit = fit_palette(build_histogram(image), 2)
+    >>> fit.palette.tolist()
+    [[5.0, 5.0, 5.0], [250.0, 250.0, 250.0]]
+    """
+    check_colors(k)
+    check_space(space)
+    data = _WeightedPoints.of(histogram, space)
+    if init is not None:
+        clustering = _Clustering.start(_warm_centres(init, k, histogram, data, seed, space), len(data.weights))
+        iterations = clustering.run_lloyd(data, WARM_MAX_ITER if max_iter is None else max_iter)
+    elif len(data.weights) <= k:
+        clustering = _Clustering.start(data.points.copy(), len(data.weights))
+        clustering.labels[:] = np.arange(len(data.weights))
+        iterations = 0
+    else:
+        clustering, iterations = _fresh_fit(histogram, data, k, seed, space, restarts, relocations, max_iter)
+    palette = from_space(clustering.centres[:, : histogram.channels], space)
+    labels = clustering.labels
+    counts = np.bincount(labels, weights=data.weights, minlength=len(palette))
+    if init is None:
+        palette, counts, labels = _most_used_first(palette, counts, labels)
+    return PaletteFit(
+        palette=palette,
+        counts=counts,
+        distortion=palette_distortion(histogram, palette, labels),
+        iterations=iterations,
+        labels=labels,
+    )
+
+
+def palette_distortion(histogram: Histogram, palette: np.ndarray, labels: np.ndarray) -> float:
+    """Mean squared error per channel value when bin i is served by ``palette[labels[i]]``.
+
+    Exact over pixels: each bin's squared error follows from its pixel count, colour sum and
+    sum of squared norms, whatever the spread of colours inside it.
+    """
+    served = palette[labels]
+    squared_error = (
+        histogram.squared_norm_sums
+        - 2.0 * np.einsum("ij,ij->i", served, histogram.color_sums)
+        + histogram.counts * np.einsum("ij,ij->i", served, served)
+    )
+    return max(float(squared_error.sum()), 0.0) / (histogram.counts.sum() * histogram.channels)
+
+
+def kmeans_plus_plus(
+    points: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    fixed: np.ndarray | None = None,
+) -> np.ndarray:
+    """Choose ``k`` starting centres by greedy weighted k-means++.
+
+    Each new centre is the best of a few candidates drawn with probability proportional to
+    weight times squared distance to the nearest centre so far.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, C)
+    weights : ndarray, shape (n,)
+    k : int
+    rng : numpy.random.Generator
+    fixed : ndarray, shape (m, C), optional
+        Centres already chosen (m <= k); they become the first m rows.
+
+    Returns
+    -------
+    ndarray, shape (k, C)
+        When every point is already a centre, the remaining rows repeat the first centre.
+    """
+    trials = 2 + int(np.log(k))
+    centres = np.empty((k, points.shape[1]))
+    start = 0
+    if fixed is not None:
+        start = len(fixed)
+        centres[:start] = fixed
+    uniforms = rng.random((k, trials + 1))
+    _seed_centres(points, np.ascontiguousarray(weights, dtype=np.float64), centres, start, uniforms)
+    return centres
+
+
+def relocate_centres(data: "_WeightedPoints", clustering: "_Clustering", trials: int) -> "_Clustering":
+    """Local search past Lloyd's local optimum: move a centre where it is needed more.
+
+    The centre whose removal would cost least (its points are nearly as well served by their
+    second-nearest centre) jumps to the worst-served point of the cluster with the most error,
+    and Lloyd settles the result. The move is kept when it lowers the total error; after a kept
+    move the costs are recomputed, after a rejected one the next pair is tried.
+
+    Parameters
+    ----------
+    data : _WeightedPoints
+    clustering : _Clustering
+        A converged clustering of ``data``; not modified.
+    trials : int
+        Moves tried in all.
+
+    Returns
+    -------
+    _Clustering
+        The best clustering found (``clustering`` itself when no move helped).
+    """
+    cost = clustering.cost(data)
+    tried = 0
+    while tried < trials:
+        removal, error, worst = _cluster_costs(data.points, data.weights, clustering.centres, clustering.labels)
+        pairs = _relocation_pairs(removal, error)
+        improved = False
+        for victim, target in pairs:
+            if tried >= trials:
+                break
+            tried += 1
+            candidate = clustering.copy()
+            candidate.move_centre(data, victim, data.points[worst[target]])
+            candidate.run_lloyd(data, RELOCATION_MAX_ITER)
+            candidate_cost = candidate.cost(data)
+            if candidate_cost < cost:
+                clustering, cost, improved = candidate, candidate_cost, True
+                break
+        if not improved:
+            break
+    return clustering
+
+
+#: Relocations try the few cheapest centres against the few clusters with most error.
+_RELOCATION_CHOICES = 3
+
+
+def _relocation_pairs(removal: np.ndarray, error: np.ndarray) -> list[tuple[int, int]]:
+    victims = np.argsort(removal, kind="stable")[: _RELOCATION_CHOICES + 1]
+    targets = np.argsort(-error, kind="stable")[:_RELOCATION_CHOICES]
+    pairs = [(int(victim), int(target)) for target in targets for victim in victims if victim != target]
+    return pairs
+
+
+@dataclass(frozen=True)
+class _WeightedPoints:
+    """Histogram bins as weighted points of the search space, padded to four coordinates."""
+
+    points: np.ndarray
+    sums: np.ndarray
+    weights: np.ndarray
+    tolerance: float
+
+    @classmethod
+    def of(cls, histogram: Histogram, space: str) -> "_WeightedPoints":
+        points = padded(to_space(histogram.colors, space))
+        # RGB keeps the exact integer colour sums, so centroids are exact pixel means.
+        sums = padded(histogram.color_sums) if space == "rgb" else points * histogram.counts[:, None]
+        weights = np.ascontiguousarray(histogram.counts, dtype=np.float64)
+        mean = weights @ points / weights.sum()
+        variance = float(weights @ ((points - mean) ** 2).sum(axis=1) / weights.sum())
+        return cls(points, sums, weights, RELATIVE_TOLERANCE * variance)
+
+
+@dataclass
+class _Clustering:
+    """Centres, each point's label, and Hamerly's bounds, kept valid from one call to the next.
+
+    ``upper[i]`` is at least the distance from point i to its centre and ``lower[i]`` at most
+    the distance to any other centre.
+    """
+
+    centres: np.ndarray
+    labels: np.ndarray
+    upper: np.ndarray
+    lower: np.ndarray
+    assigned: bool = False
+
+    @classmethod
+    def start(cls, centres: np.ndarray, points: int) -> "_Clustering":
+        return cls(
+            np.ascontiguousarray(centres, dtype=np.float64),
+            np.zeros(points, np.int32),
+            np.zeros(points),
+            np.zeros(points),
+        )
+
+    def copy(self) -> "_Clustering":
+        return _Clustering(
+            self.centres.copy(), self.labels.copy(), self.upper.copy(), self.lower.copy(), self.assigned
+        )
+
+    def run_lloyd(self, data: _WeightedPoints, max_iter: int) -> int:
+        """Lloyd iterations until no point changes cluster, centres settle, or ``max_iter``."""
+        iterations = _weighted_lloyd(
+            data.points,
+            data.sums,
+            data.weights,
+            self.centres,
+            self.labels,
+            self.upper,
+            self.lower,
+            int(max_iter),
+            float(data.tolerance),
+            not self.assigned,
+        )
+        self.assigned = True
+        return iterations
+
+    def move_centre(self, data: _WeightedPoints, entry: int, position: np.ndarray) -> None:
+        """Put centre ``entry`` at ``position`` and update every bound it touches, exactly.
+
+        Its own points learn their new distance; every other point can only have gained a
+        closer rival, at a distance now known, so its lower bound stays tight.
+        """
+        self.centres[entry] = position
+        distances = np.sqrt(((data.points - position) ** 2).sum(axis=1))
+        own = self.labels == entry
+        self.upper[own] = distances[own]
+        self.lower[~own] = np.minimum(self.lower[~own], distances[~own])
+
+    def cost(self, data: _WeightedPoints) -> float:
+        """Total weighted squared distance of the points to their centres."""
+        return float(data.weights @ ((data.points - self.centres[self.labels]) ** 2).sum(axis=1))
+
+
+def _fresh_fit(histogram, data, k, seed, space, restarts, relocations, max_iter):
+    """Seed and cluster on a coarse version of the histogram, then finish on the full one."""
+    max_iter = FRESH_MAX_ITER if max_iter is None else max_iter
+    coarse_data = data
+    if histogram.bits > COARSE_BITS and len(data.weights) > COARSE_MIN_BINS:
+        coarse_data = _WeightedPoints.of(coarsen(histogram, COARSE_BITS), space)
+    best = None
+    for restart in range(max(1, restarts)):
+        rng = np.random.default_rng([seed, restart])
+        clustering = _Clustering.start(kmeans_plus_plus(coarse_data.points, coarse_data.weights, k, rng), len(coarse_data.weights))
+        iterations = clustering.run_lloyd(coarse_data, max_iter)
+        cost = clustering.cost(coarse_data)
+        if best is None or cost < best[0]:
+            best = (cost, clustering, iterations)
+    _, clustering, iterations = best
+    clustering = relocate_centres(coarse_data, clustering, relocations)
+    if coarse_data is not data:
+        clustering = _Clustering.start(clustering.centres, len(data.weights))
+        iterations = clustering.run_lloyd(data, max_iter)
+    return clustering, iterations
+
+
+def _warm_centres(init, k, histogram, data, seed, space):
+    init = np.asarray(init, dtype=np.float64)
+    if init.ndim != 2 or init.shape[1] != histogram.channels or not 1 <= len(init) <= k:
+        raise InputError(
+            f"init must be a palette of 1..{k} rows and {histogram.channels} channels, got shape {init.shape}"
+        )
+    fixed = padded(to_space(np.clip(init, 0.0, 255.0), space))
+    if len(fixed) == k:
+        return fixed
+    return kmeans_plus_plus(data.points, data.weights, k, np.random.default_rng(seed), fixed=fixed)
+
+
+def _most_used_first(palette, counts, labels):
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return palette[order], counts[order], rank[labels].astype(np.int32)
+
+
+@numba.njit(cache=True)
+def _squared_distance(points, i, centres, j):
+    total = 0.0
+    for channel in range(WIDTH):
+        difference = points[i, channel] - centres[j, channel]
+        total += difference * difference
+    return total
+
+
+@numba.njit(cache=True)
+def _two_nearest(points, i, centres_by_channel, distances):
+    """Nearest centre to point i and the squared distances to the nearest two.
+
+    Centres are stored channel by channel (C×k) so the distances to all of them are computed
+    in one vectorisable sweep, into the scratch array ``distances``.
+    """
+    k = centres_by_channel.shape[1]
+    distances[:] = 0.0
+    for channel in range(WIDTH):
+        value = points[i, channel]
+        for j in range(k):
+            difference = value - centres_by_channel[channel, j]
+            distances[j] += difference * difference
+    best = 0
+    best_distance = np.inf
+    second_distance = np.inf
+    for j in range(k):
+        distance = distances[j]
+        if distance < best_distance:
+            second_distance = best_distance
+            best_distance = distance
+            best = j
+        elif distance < second_distance:
+            second_distance = distance
+    return best, best_distance, second_distance
+
+
+@numba.njit(cache=True)
+def _distances_to_point(points_by_channel, centre, nearest_so_far, out):
+    """Squared distance from every point (stored C×n) to ``centre``, capped by ``nearest_so_far``."""
+    n = points_by_channel.shape[1]
+    for i in range(n):
+        total = 0.0
+        for channel in range(WIDTH):
+            difference = points_by_channel[channel, i] - centre[channel]
+            total += difference * difference
+        out[i] = min(total, nearest_so_far[i])
+
+
+@numba.njit(cache=True)
+def _seed_centres(points, weights, centres, start, uniforms):
+    n = points.shape[0]
+    k = centres.shape[0]
+    trials = uniforms.shape[1] - 1
+    points_by_channel = np.ascontiguousarray(points.T)
+    nearest = np.full(n, np.inf)
+    if start == 0:
+        cumulative = np.cumsum(weights)
+        first = min(np.searchsorted(cumulative, uniforms[0, 0] * cumulative[-1], side="right"), n - 1)
+        centres[0] = points[first]
+        start = 1
+    for j in range(start):
+        _distances_to_point(points_by_channel, centres[j], nearest, nearest)
+    candidate_nearest = np.empty(n)
+    best_nearest = np.empty(n)
+    for j in range(start, k):
+        cumulative = np.cumsum(weights * nearest)
+        total = cumulative[-1]
+        if total <= 0.0:
+            # Every point is a centre already; repeat one so the palette keeps k rows.
+            for rest in range(j, k):
+                centres[rest] = centres[0]
+            return
+        best_cost = np.inf
+        for trial in range(trials):
+            candidate = min(np.searchsorted(cumulative, uniforms[j, trial + 1] * total, side="right"), n - 1)
+            _distances_to_point(points_by_channel, points[candidate], nearest, candidate_nearest)
+            cost = 0.0
+            for i in range(n):
+                cost += weights[i] * candidate_nearest[i]
+            if cost < best_cost:
+                best_cost = cost
+                centres[j] = points[candidate]
+                best_nearest[:] = candidate_nearest
+        nearest[:] = best_nearest
+
+
+@numba.njit(cache=True)
+def replace_empty_clusters(points, point_sums, weights, centres, labels, cluster_sums, cluster_weights, upper, lower):
+    """Re-seed every empty cluster at the worst-served point that can leave its own cluster.
+
+    The worst-served point is the one contributing most error (weight times squared distance to
+    its centre); it moves to the empty cluster, taking its weight and colour sum along, so the
+    cluster totals stay exact. A cluster stays empty only when every point is served exactly.
+
+    Returns
+    -------
+    int
+        Clusters re-seeded.
+    """
+    k = centres.shape[0]
+    empty = 0
+    for j in range(k):
+        if cluster_weights[j] <= 0.0:
+            empty += 1
+    if empty == 0:
+        return 0
+    n = points.shape[0]
+    error = np.empty(n)
+    for i in range(n):
+        error[i] = weights[i] * _squared_distance(points, i, centres, labels[i])
+    order = np.argsort(-error)
+    reseeded = 0
+    next_point = 0
+    for j in range(k):
+        if cluster_weights[j] > 0.0:
+            continue
+        # The next point, worst first, whose cluster keeps other points when it leaves.
+        i = -1
+        while next_point < n and i < 0:
+            candidate = order[next_point]
+            next_point += 1
+            if error[candidate] <= 0.0:
+                return reseeded
+            if cluster_weights[labels[candidate]] > weights[candidate]:
+                i = candidate
+        if i < 0:
+            return reseeded
+        old = labels[i]
+        cluster_weights[old] -= weights[i]
+        cluster_weights[j] = weights[i]
+        for channel in range(WIDTH):
+            cluster_sums[old, channel] -= point_sums[i, channel]
+            cluster_sums[j, channel] = point_sums[i, channel]
+        labels[i] = j
+        upper[i] = 0.0
+        lower[i] = 0.0
+        reseeded += 1
+    return reseeded
+
+
+@numba.njit(cache=True)
+def _weighted_lloyd(points, point_sums, weights, centres, labels, upper, lower, max_iter, tolerance, fresh):
+    """Lloyd iterations with Hamerly's bounds, in place on centres, labels and bounds.
+
+    A point is skipped while its upper bound stays below both its lower bound and half the gap
+    from its centre to the nearest other centre: its centre cannot have changed. With ``fresh``
+    every point is first assigned by full search; otherwise labels and bounds are taken as valid.
+    Returns the number of centre updates.
+    """
+    n = points.shape[0]
+    k = centres.shape[0]
+    centres_by_channel = np.ascontiguousarray(centres.T)
+    scratch = np.empty(k)
+    if fresh:
+        for i in range(n):
+            best, best_distance, second_distance = _two_nearest(points, i, centres_by_channel, scratch)
+            labels[i] = best
+            upper[i] = np.sqrt(best_distance)
+            lower[i] = np.sqrt(second_distance)
+    total_weight = weights.sum()
+    cluster_sums = np.empty((k, WIDTH))
+    cluster_weights = np.empty(k)
+    shift = np.empty(k)
+    half_gap = np.empty(k)
+    iterations = 0
+    while True:
+        if iterations > 0 or not fresh:
+            for j in range(k):
+                gap = np.inf
+                for other in range(k):
+                    if other != j:
+                        gap = min(gap, _squared_distance(centres, j, centres, other))
+                half_gap[j] = 0.5 * np.sqrt(gap)
+            changes = 0
+            for i in range(n):
+                label = labels[i]
+                bound = max(half_gap[label], lower[i])
+                if upper[i] <= bound:
+                    continue
+                upper[i] = np.sqrt(_squared_distance(points, i, centres, label))
+                if upper[i] <= bound:
+                    continue
+                best, best_distance, second_distance = _two_nearest(points, i, centres_by_channel, scratch)
+                upper[i] = np.sqrt(best_distance)
+                lower[i] = np.sqrt(second_distance)
+                if best != label:
+                    labels[i] = best
+                    changes += 1
+            if changes == 0 and iterations > 0:
+                break
+        cluster_sums[:] = 0.0
+        cluster_weights[:] = 0.0
+        for i in range(n):
+            cluster_weights[labels[i]] += weights[i]
+            for channel in range(WIDTH):
+                cluster_sums[labels[i], channel] += point_sums[i, channel]
+        replace_empty_clusters(points, point_sums, weights, centres, labels, cluster_sums, cluster_weights, upper, lower)
+        movement = 0.0
+        largest = 0.0
+        second_largest = 0.0
+        largest_at = -1
+        for j in range(k):
+            shift[j] = 0.0
+            if cluster_weights[j] <= 0.0:
+                continue
+            squared_shift = 0.0
+            for channel in range(WIDTH):
+                updated = cluster_sums[j, channel] / cluster_weights[j]
+                squared_shift += (updated - centres[j, channel]) ** 2
+                centres[j, channel] = updated
+                centres_by_channel[channel, j] = updated
+            shift[j] = np.sqrt(squared_shift)
+            movement += cluster_weights[j] * squared_shift
+            if shift[j] > largest:
+                second_largest = largest
+                largest = shift[j]
+                largest_at = j
+            elif shift[j] > second_largest:
+                second_largest = shift[j]
+        iterations += 1
+        # Keep the bounds valid for the moved centres, also on the way out (callers resume).
+        for i in range(n):
+            label = labels[i]
+            upper[i] += shift[label]
+            lower[i] -= second_largest if label == largest_at else largest
+        if iterations >= max_iter or movement <= tolerance * total_weight:
+            break
+    return iterations
+
+
+@numba.njit(cache=True)
+def _cluster_costs(points, weights, centres, labels):
+    """Per cluster: the error added by removing it (its points go to their second-nearest
+    centre), its own error, and its worst-served point."""
+    n = points.shape[0]
+    k = centres.shape[0]
+    centres_by_channel = np.ascontiguousarray(centres.T)
+    scratch = np.empty(k)
+    removal = np.zeros(k)
+    error = np.zeros(k)
+    worst = np.full(k, -1, np.int64)
+    worst_error = np.full(k, -1.0)
+    for i in range(n):
+        _two_nearest(points, i, centres_by_channel, scratch)
+        label = labels[i]
+        own = scratch[label]
+        scratch[label] = np.inf
+        second = scratch.min()
+        removal[label] += weights[i] * (second - own)
+        error[label] += weights[i] * own
+        if weights[i] * own > worst_error[label]:
+            worst_error[label] = weights[i] * own
+            worst[label] = i
+    for j in range(k):
+        if worst[j] < 0:
+            worst[j] = 0
+    return removal, error, worst
+
+
+def refine_on_pixels(rows: np.ndarray, histogram: Histogram, palette: np.ndarray, *, iterations: int) -> np.ndarray:
+    """Lloyd iterations over the pixels themselves, each pixel assigned to its exact nearest entry.
+
+    The histogram fit makes all pixels of a bin share one entry; here the pixels of a bin that
+    straddles two entries' territories are split between them, which is the true pixel-level
+    objective (RGB).
+
+    Parameters
+    ----------
+    rows : ndarray
+        (H*W)×C uint8 pixels.
+    histogram : Histogram
+        Built from ``rows``.
+    palette : ndarray, shape (n, C)
+        Starting palette, RGB(A) on the 0..255 scale.
+    iterations : int
+        At most this many updates; stops early once no entry moves.
+
+    Returns
+    -------
+    ndarray, shape (n, C), float64
+        The refined palette; entries that serve no pixel keep their colour.
+    """
+    channels = histogram.channels
+    points = padded(palette)
+    bin_sums = padded(histogram.color_sums)
+    for _ in range(iterations):
+        assignment = assign_bins(histogram, points)
+        _, sums, counts = pixels_nearest(rows, histogram, points, assignment, totals=True)
+        # Pixels of certain bins were not visited one by one: their bins' totals go in whole.
+        certain = assignment.certain()
+        entry_of_bin = assignment.nearest[certain]
+        counts += np.bincount(entry_of_bin, weights=histogram.counts[certain], minlength=len(points))
+        for channel in range(channels):
+            sums[:, channel] += np.bincount(entry_of_bin, weights=bin_sums[certain, channel], minlength=len(points))
+        used = counts > 0
+        updated = points.copy()
+        updated[used] = sums[used] / counts[used, None]
+        if np.array_equal(updated, points):
+            break
+        points = updated
+    return points[:, :channels]
