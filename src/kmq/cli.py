@@ -280,7 +280,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
     image = summary["image"]
     table = Table(title=f"{report.name}: {image['width']}×{image['height']}, raw 24-bit {_size(image['raw_bytes'])}")
     for column in ("method", "K", "PSNR dB", "SSIM", "bits/px coded", "vs raw 24-bit", "vs input", "time"):
-        table.add_column(column, justify="left" if column == "method" else "right")
+        table.add_column(column, justify="left" if column == "method" else "right", no_wrap=column == "method")
     for row in summary["rows"]:
         vs_input = row["reduction_vs_input"]
         table.add_row(

@@ -16,6 +16,8 @@ from kmq.errors import InputError
 
 __all__ = ["Comparison", "Trial", "compare_methods", "code_palette"]
 
+#: Sixteen colours in a 16×16 image, for warming up a method before it is timed.
+_WARM_UP_IMAGE = np.repeat(np.arange(0, 256, 16, dtype=np.uint8), 48).reshape(16, 16, 3)
 #: progress(done, total, what) is called before each step.
 Progress = Callable[[int, int, str], Any]
 
@@ -250,10 +252,13 @@ def compare_methods(
     comparison = Comparison(pixels=pixels, ks=ks, methods=[], input_bytes=input_bytes)
     total = len(methods) * (len(ks) + 1)
     done = 0
+    code_palette(_WARM_UP_IMAGE, _WARM_UP_IMAGE[0, :2])
     for method in methods:
         if progress:
             progress(done, total, f"{method}: fitting palettes")
         try:
+            # a first run on a tiny image loads compiled kernels and imports, which are no part of the time
+            fit_palettes(method, _WARM_UP_IMAGE, [2], seed=seed)
             fitted = fit_palettes(method, pixels, ks, seed=seed)
         except MethodUnavailable as exc:
             comparison.skipped[method] = f"skipped: {exc}"

@@ -252,11 +252,18 @@ def _spaced(rows: list[dict[str, Any]], key: str, gap: float = 0.07) -> list[dic
 
 
 def rate_distortion_figure(comparison: Comparison, name: str = "image") -> bytes:
-    """PSNR and SSIM against bits per pixel on disk, one curve per method, K marked on k-means."""
-    figure = _figure(12, 4.8)
+    """PSNR and SSIM against bits per pixel on disk, one curve per method, K marked on k-means.
+
+    A third panel, when k-means ran with other methods, gives each method's PSNR minus that of
+    k-means at the same K, where small differences hidden by the first panel's scale show.
+    """
+    lead = "kmeans" if "kmeans" in comparison.methods else None
+    others = [method for method in comparison.methods if method != lead]
+    panels = 3 if lead and others else 2
+    figure = _figure(6.0 * panels, 4.8)
     figure.suptitle(f"{name}: rate–distortion of each method (same remap, same coder)", fontsize=12)
-    quality_axes = figure.subplots(1, 2)
-    for axes, key, label in ((quality_axes[0], "psnr", "PSNR (dB)"), (quality_axes[1], "ssim", "SSIM (1 = identical)")):
+    all_axes = figure.subplots(1, panels)
+    for axes, key, label in ((all_axes[0], "psnr", "PSNR (dB)"), (all_axes[1], "ssim", "SSIM (1 = identical)")):
         for method in comparison.methods:
             rows = [comparison.row(comparison.trial(method, k)) for k in comparison.ks]
             colour, marker = _STYLES[method]
@@ -286,4 +293,23 @@ def rate_distortion_figure(comparison: Comparison, name: str = "image") -> bytes
         axes.grid(True, alpha=0.3)
         axes.margins(x=0.06, y=0.1)
         axes.legend(fontsize=8, loc="lower right")
+    if panels == 3:
+        _gain_panel(all_axes[2], comparison, lead, others)
     return png_bytes(figure)
+
+
+def _gain_panel(axes: Any, comparison: Comparison, lead: str, others: list[str]) -> None:
+    axes.axhline(0.0, color=_STYLES[lead][0], linewidth=1.5, label=f"{LABELS[lead]} (reference)")
+    for method in others:
+        colour, marker = _STYLES[method]
+        gaps = [comparison.trial(method, k).psnr - comparison.trial(lead, k).psnr for k in comparison.ks]
+        axes.plot(comparison.ks, gaps, color=colour, marker=marker, markersize=5, linewidth=1.5, label=LABELS[method])
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(comparison.ks, [str(k) for k in comparison.ks])
+    axes.minorticks_off()
+    axes.set_xlabel("K (palette size, log scale)")
+    axes.set_ylabel("PSNR difference (dB)")
+    axes.set_title(f"PSNR minus {LABELS[lead]} at equal K (below 0: worse)", fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.margins(x=0.06, y=0.1)
+    axes.legend(fontsize=8, loc="best")
