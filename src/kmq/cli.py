@@ -211,6 +211,73 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- batch (Dask)
+
+_BATCH_EPILOG = """\
+Inputs are image files, folders (searched recursively) or glob patterns ('photos/**/*.jpg').
+Outputs mirror the input tree under OUTDIR; OUTDIR/manifest.csv gets one row per input (status,
+K, bytes in/out, bits per pixel, PSNR, seconds, content hashes, error). Exit code 0 when every
+file succeeded, 1 when some failed (their rows say why), 2 for bad usage.
+
+Without --scheduler a local Dask cluster (one worker process per core) starts and stops by
+itself. To spread the work over several machines, start a scheduler and workers there:
+
+  dask scheduler --port 8786                                # on one machine
+  dask worker tcp://HOST:8786 --nworkers auto --nthreads 1  # on each machine
+  kmq batch /shared/photos -o /shared/out --scheduler tcp://HOST:8786
+
+Workers must see inputs and OUTDIR at the same paths (a shared file system).
+'python -m kmq.scale' prints the full guide.
+"""
+
+
+def _add_scale_commands(commands: Any) -> None:
+    batch = commands.add_parser(
+        "batch",
+        help="compress many images in parallel on Dask (local or a cluster)",
+        description="Compress many images at once on a Dask cluster: a local one by default, or an existing one.",
+        epilog=_BATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batch.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    batch.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if needed)")
+    batch.add_argument("-k", type=_k_value, default=64, help="palette size, 2..256 (default 64)")
+    batch.add_argument("--format", choices=("kmq", "png"), default="kmq", help="output format (default kmq)")
+    batch.add_argument("--workers", type=_positive_int, default=None, help="worker processes of the local cluster (default: one per core)")
+    batch.add_argument("--scheduler", metavar="ADDRESS", default=None, help="use an existing Dask cluster, e.g. tcp://HOST:8786")
+    batch.add_argument("--resume", action="store_true", help="continue an earlier run into OUTDIR: skip files whose output matches the manifest")
+    batch.add_argument("-f", "--force", action="store_true", help="start afresh in an OUTDIR that holds an earlier run, replacing its outputs")
+    batch.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse larger inputs (default: KMQ_MAX_PIXELS or 2^28)")
+    batch.add_argument("--json", action="store_true", help="print the summary as JSON")
+    batch.set_defaults(run=_run_batch)
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    from kmq.scale.batch import graceful_stop, run_batch
+    from kmq.scale.progress import BatchProgress
+
+    show_bar = not (args.quiet or args.json)
+    with graceful_stop() as stop, BatchProgress() as bar:
+        summary = run_batch(
+            args.inputs,
+            args.output,
+            k=args.k,
+            format=args.format,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            resume=args.resume,
+            force=args.force,
+            max_pixels=args.max_pixels,
+            progress=bar if show_bar else None,
+            stop=stop,
+        )
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        _console(args).print(summary.line(), soft_wrap=True)
+    return EXIT_FAILED if summary.failed or summary.interrupted else EXIT_OK
+
+
 # ---------------------------------------------------------------- analyze
 
 _ANALYSIS_METHODS = "kmeans,hierarchical,mediancut,octree,minibatch"
@@ -308,6 +375,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- entry point
 
 _COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_image_commands, _add_demo_command]
+_COMMAND_GROUPS.append(_add_scale_commands)
 _COMMAND_GROUPS.append(_add_analysis_commands)
 
 

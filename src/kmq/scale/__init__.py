@@ -1,0 +1,19 @@
+"""Batch and chunked work on Dask: a local cluster by default, an existing one by address."""
+
+from __future__ import annotations
+
+from kmq.scale.batch import BatchSettings, BatchSummary, compress_files, graceful_stop, run_batch
+from kmq.scale.inputs import BatchItem, plan_batch
+from kmq.scale.manifest import ManifestRow, read_manifest
+
+__all__ = [
+    "BatchItem",
+    "BatchSettings",
+    "BatchSummary",
+    "ManifestRow",
+    "compress_files",
+    "graceful_stop",
+    "plan_batch",
+    "read_manifest",
+    "run_batch",
+]
