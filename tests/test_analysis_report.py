@@ -169,3 +169,12 @@ def test_bad_options_give_one_error_line(small_photo_file, tmp_path, arguments):
 def test_a_missing_input_gives_one_error_line(tmp_path):
     result = run_kmq("analyze", str(tmp_path / "nothing.png"), "-o", str(tmp_path / "r"))
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "no such file" in result.stderr
+
+
+def test_an_ignored_alpha_channel_is_reported(tmp_path):
+    from kmq.analysis.report import analyze_image
+
+    image = np.random.default_rng(3).integers(0, 256, (24, 32, 4), dtype=np.uint8)
+    report = analyze_image(image, tmp_path / "r", ks=(4,), methods=("kmeans",))
+    assert report.summary()["notices"] == ["The image has transparency: the comparison uses its RGB channels and ignores alpha."]
+    assert "ignores alpha" in (tmp_path / "r" / "report.html").read_text()

@@ -14,7 +14,7 @@ from kmq.analysis.methods import METHODS, MethodUnavailable, check_methods, fit_
 from kmq.analysis.metrics import bits_per_pixel, compression_ratio, psnr, ssim
 from kmq.errors import InputError
 
-__all__ = ["Comparison", "Trial", "compare_methods", "code_palette"]
+__all__ = ["Comparison", "Trial", "check_ks", "code_palette", "compare_methods", "rgb_pixels"]
 
 #: Sixteen colours in a 16×16 image, for warming up a method before it is timed.
 _WARM_UP_IMAGE = np.repeat(np.arange(0, 256, 16, dtype=np.uint8), 48).reshape(16, 16, 3)
@@ -199,6 +199,14 @@ def _decibels(value: float) -> str:
     return "lossless" if math.isinf(value) else f"{value:.2f} dB"
 
 
+def rgb_pixels(pixels: np.ndarray) -> np.ndarray:
+    """Validate an H×W×3 or H×W×4 uint8 image and return its RGB channels, C-contiguous."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or 0 in pixels.shape:
+        raise InputError(f"expected an H×W×3 uint8 image, got {pixels.dtype} of shape {pixels.shape}")
+    return np.ascontiguousarray(pixels[:, :, :3])
+
+
 def check_ks(ks: Sequence[int]) -> list[int]:
     """Validate palette sizes (2..256) and return them sorted without repeats."""
     values = sorted(set(int(k) for k in ks))
@@ -243,10 +251,7 @@ def compare_methods(
     -------
     Comparison
     """
-    pixels = np.asarray(pixels)
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or 0 in pixels.shape:
-        raise InputError(f"expected an H×W×3 uint8 image, got {pixels.dtype} of shape {pixels.shape}")
-    pixels = np.ascontiguousarray(pixels[:, :, :3])
+    pixels = rgb_pixels(pixels)
     ks = check_ks(ks)
     methods = check_methods(list(methods))
     comparison = Comparison(pixels=pixels, ks=ks, methods=[], input_bytes=input_bytes)

@@ -150,7 +150,7 @@ def _minibatch(pixels: np.ndarray, ks: list[int], seed: int) -> MethodPalettes:
         with warnings.catch_warnings():
             # fewer distinct colours than K: sklearn warns and duplicates centres; dropped below
             warnings.simplefilter("ignore")
-            model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init="auto").fit(rows)
+            model = MiniBatchKMeans(n_clusters=min(k, rows.shape[0]), random_state=seed, n_init="auto").fit(rows)
         return np.clip(np.rint(model.cluster_centers_), 0, 255)
 
     result = MethodPalettes("minibatch", note=f"{rows.shape[0]:,} pixels, scikit-learn defaults (batch 1024, k-means++)")

@@ -16,7 +16,7 @@ import numpy as np
 
 from kmq.analysis import figures
 from kmq.analysis.autok import AutoK, check_target, smallest_k
-from kmq.analysis.compare import Comparison, Progress, check_ks, compare_methods
+from kmq.analysis.compare import Comparison, Progress, check_ks, compare_methods, rgb_pixels
 from kmq.analysis.methods import METHODS, check_methods
 from kmq.errors import InputError, OutputError
 
@@ -41,6 +41,8 @@ class Report:
         The image's name in titles.
     picture_ks : list of int
         The K drawn as pictures: every K, or with ``auto`` the chosen K and the one below it.
+    notices : list of str
+        What a reader must know about the input (an ignored alpha channel).
     """
 
     comparison: Comparison
@@ -49,10 +51,11 @@ class Report:
     files: dict[str, str] = field(default_factory=dict)
     auto: AutoK | None = None
     picture_ks: list[int] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The numbers ``--json`` prints: the comparison, the bisection, and the files written."""
-        summary = {"name": self.name, **self.comparison.summary()}
+        summary = {"name": self.name, **self.comparison.summary(), "notices": self.notices}
         if self.auto is not None:
             summary["auto"] = self.auto.summary()
         summary["files"] = self.files
@@ -137,7 +140,7 @@ def analyze_image(
         check_target(target_psnr, target_ssim)
     else:
         ks = check_ks(ks)
-    rgb = np.ascontiguousarray(np.asarray(pixels)[:, :, :3])
+    rgb = rgb_pixels(pixels)
     if isinstance(ks, str):
         if progress:
             progress(0, 1, "bisecting on K")
@@ -149,6 +152,8 @@ def analyze_image(
     report = Report(comparison=comparison, folder=target, name=name, auto=auto, picture_ks=list(ks))
     if auto is not None:
         report.picture_ks = [k for k in (auto.k - 1, auto.k) if k in ks]
+    if pixels.shape[2] == 4 and bool((np.asarray(pixels)[:, :, 3] < 255).any()):
+        report.notices.append("The image has transparency: the comparison uses its RGB channels and ignores alpha.")
 
     def write(role: str, relative: str, data: bytes) -> None:
         write_bytes_atomic(target / relative, data, force=True)
@@ -308,6 +313,7 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
         else ""
     )
     findings = "".join(f"<p class=finding>{html.escape(sentence)}</p>" for sentence in comparison.findings())
+    findings += "".join(f"<p class=warning>{html.escape(notice)}</p>" for notice in report.notices)
     k_figures = "".join(
         _figure(
             images,
