@@ -62,7 +62,7 @@ def test_batch_with_bad_usage_prints_one_error_line_and_exits_2(tmp_path):
 def test_a_batch_killed_half_way_resumes_without_encoding_anything_twice(tmp_path):
     _write_photos(tmp_path / "in", 12, (288, 352))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "kmq", "-q", "batch", str(tmp_path / "in"), "-o", str(out), "--workers", "2"]
+    command = [sys.executable, "-m", "kmq", "-q", "batch", str(tmp_path / "in"), "-o", str(out), "--workers", "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -85,7 +85,7 @@ def test_a_batch_killed_half_way_resumes_without_encoding_anything_twice(tmp_pat
     written = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in out.glob("*.kmq")}
     assert len(written) == len(first), "every output on disk has its manifest row"
 
-    result = run_kmq("batch", str(tmp_path / "in"), "-o", str(out), "--workers", "2", "--resume")
+    result = run_kmq("batch", str(tmp_path / "in"), "-o", str(out), "--workers", "1", "--resume")
     assert result.returncode == 0, result.stderr
     second = read_manifest(out / "manifest.csv")
     assert len(second) == 12 and {row.status for row in second.values()} == {"ok", "skipped"}

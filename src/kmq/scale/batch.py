@@ -168,6 +168,9 @@ def compress_files(
     list of ManifestRow
         One row per item begun, in order (fewer than ``items`` after a stop).
     """
+    from kmq.scale.cluster import one_kernel_thread
+
+    one_kernel_thread()
     rows = []
     for item, row in zip(items, previous):
         if stop_file is not None and os.path.exists(stop_file):

@@ -16,7 +16,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from kmq.errors import InputError
 
-__all__ = ["connect", "local_worker_count", "total_threads", "warm_kernels"]
+__all__ = ["connect", "local_worker_count", "one_kernel_thread", "total_threads", "warm_kernels"]
 
 _CONNECT_TIMEOUT_S = 15.0
 _WORKERS_TIMEOUT_S = 60.0
@@ -30,8 +30,8 @@ def local_worker_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def warm_kernels() -> None:
-    """Run every numba kernel of the still-image path once on a tiny image.
+def warm_kernels(*, video: bool = False) -> None:
+    """Run every numba kernel of the still-image path (and with ``video``, of the video encoder) once.
 
     The kernels are compiled with ``cache=True``; calling this once in the client before
     workers start fills the on-disk cache, so each worker process loads the compiled code
@@ -40,13 +40,35 @@ def warm_kernels() -> None:
     import numpy as np
 
     from kmq.analysis.metrics import psnr
-    from kmq.media.still import encode_image, quantize
+    from kmq.media.still import decode_image, encode_image, quantize
 
     pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     quantized = quantize(pixels, 4)
-    encode_image(quantized)
+    decode_image(encode_image(quantized))
     quantized.to_png8()
     psnr(pixels, quantized.to_array())
+    if video:
+        from kmq.codec.video import VideoDecoder
+        from kmq.media.video_encoder import VideoEncoder
+
+        # a small frame and one large enough to be sampled; two frames each for the delta path
+        for height, width in ((24, 32), (264, 256)):
+            frame = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
+            encoder = VideoEncoder(width, height, k=8)
+            decoder = VideoDecoder(encoder.header_bytes)
+            for shift in (0, 1):
+                decoder.decode(encoder.encode(np.roll(frame, shift, axis=1)).packet)
+
+
+def one_kernel_thread() -> None:
+    """Run the numba kernels called from this thread on one core.
+
+    A Dask worker process gets one core: parallelism comes from running one worker per core,
+    and kernels that also spread over every core would only compete with the other workers.
+    """
+    import numba
+
+    numba.set_num_threads(1)
 
 
 class _WarmKernels(WorkerPlugin):
@@ -58,17 +80,18 @@ class _WarmKernels(WorkerPlugin):
 
     name = "kmq-warm-kernels"
 
-    def __init__(self, ignore_interrupts: bool = False) -> None:
+    def __init__(self, *, ignore_interrupts: bool = False, video: bool = False) -> None:
         self.ignore_interrupts = ignore_interrupts
+        self.video = video
 
     def setup(self, worker: Any) -> None:
         if self.ignore_interrupts and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        warm_kernels()
+        warm_kernels(video=self.video)
 
 
 @contextlib.contextmanager
-def connect(scheduler: str | None = None, *, workers: int | None = None) -> Iterator[Any]:
+def connect(scheduler: str | None = None, *, workers: int | None = None, video: bool = False) -> Iterator[Any]:
     """A Dask client on an existing cluster, or on a local one started (and stopped) for the caller.
 
     Parameters
@@ -79,6 +102,8 @@ def connect(scheduler: str | None = None, *, workers: int | None = None) -> Iter
     workers : int, optional
         Worker processes of the local cluster (default: one per core). Not allowed with
         ``scheduler``: the workers of an existing cluster are started on its machines.
+    video : bool
+        Also load the video encoder's kernels on every worker.
 
     Yields
     ------
@@ -107,7 +132,7 @@ def connect(scheduler: str | None = None, *, workers: int | None = None) -> Iter
             # One task per worker at a time: the rest wait on the scheduler, where a stop cancels
             # them before any worker has begun them.
             with ThreadPoolExecutor(1) as pool, dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
-                warming = pool.submit(warm_kernels)
+                warming = pool.submit(warm_kernels, video=video)
                 cluster = stack.enter_context(
                     LocalCluster(
                         n_workers=workers or local_worker_count(),
@@ -126,7 +151,7 @@ def connect(scheduler: str | None = None, *, workers: int | None = None) -> Iter
             client.wait_for_workers(1, timeout=_WORKERS_TIMEOUT_S)
         except TimeoutError:
             raise InputError(f"the Dask scheduler at {scheduler} has no worker (start one with `dask worker {scheduler}`)") from None
-        client.register_plugin(_WarmKernels(ignore_interrupts=not scheduler))
+        client.register_plugin(_WarmKernels(ignore_interrupts=not scheduler, video=video))
         yield client
 
 
