@@ -253,8 +253,9 @@ def _add_scale_commands(commands: Any) -> None:
 
 
 def _run_batch(args: argparse.Namespace) -> int:
-    from kmq.scale.batch import graceful_stop, run_batch
+    from kmq.scale.batch import run_batch
     from kmq.scale.progress import BatchProgress
+    from kmq.scale.signals import graceful_stop
 
     show_bar = not (args.quiet or args.json)
     with graceful_stop() as stop, BatchProgress() as bar:

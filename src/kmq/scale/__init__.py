@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from kmq.scale.batch import BatchSettings, BatchSummary, compress_files, graceful_stop, run_batch
+from kmq.scale.batch import BatchSettings, BatchSummary, compress_files, run_batch
+from kmq.scale.chunks import encode_video_chunked
 from kmq.scale.inputs import BatchItem, plan_batch
 from kmq.scale.manifest import ManifestRow, read_manifest
+from kmq.scale.signals import graceful_stop
 
 __all__ = [
     "BatchItem",
@@ -12,6 +14,7 @@ __all__ = [
     "BatchSummary",
     "ManifestRow",
     "compress_files",
+    "encode_video_chunked",
     "graceful_stop",
     "plan_batch",
     "read_manifest",

@@ -7,11 +7,10 @@ import hashlib
 import math
 import os
 import re
-import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from kmq.scale.manifest import (
     read_manifest,
 )
 
-__all__ = ["BatchSettings", "BatchSummary", "compress_files", "graceful_stop", "run_batch"]
+__all__ = ["BatchSettings", "BatchSummary", "compress_files", "run_batch"]
 
 _MAX_FILES_PER_TASK = 8
 _TASKS_PER_THREAD = 8  # enough small tasks that the last ones finish together
@@ -128,10 +127,10 @@ class BatchSummary:
         compressed = self.count(STATUS_OK)
         text = f"{len(self.rows)} of {self.planned} files: {compressed} compressed, {self.count(STATUS_SKIPPED)} skipped (done before), {self.failed} failed"
         if compressed:
-            ratio = self.bytes_in / self.bytes_out if self.bytes_out else math.inf
+            share = self.bytes_out / self.bytes_in if self.bytes_in else math.inf
             rate = compressed / self.seconds if self.seconds > 0 else math.inf
             text += (
-                f"; {self.bytes_in / 1e6:.1f} MB -> {self.bytes_out / 1e6:.1f} MB ({ratio:.1f}× smaller)"
+                f"; {self.bytes_in / 1e6:.1f} MB in, {self.bytes_out / 1e6:.1f} MB out ({share:.0%} of the input size)"
                 f" in {self.seconds:.1f} s, {rate:.1f} files/s on {self.workers} worker{'s' if self.workers != 1 else ''}"
             )
         if self.interrupted:
@@ -467,32 +466,3 @@ def _remove_stale_parts(out_root: Path, items: list[BatchItem]) -> None:
                 if match and match["name"] in names and entry.is_file(follow_symlinks=False):
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
-
-
-@contextlib.contextmanager
-def graceful_stop() -> Iterator[threading.Event]:
-    """Turn the first SIGTERM or SIGINT into a request to stop (an event); a second one aborts.
-
-    Only in the main thread; elsewhere the event is never set by a signal.
-
-    Yields
-    ------
-    threading.Event
-        Set when a stop was requested; pass it to :func:`run_batch`.
-    """
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def request_stop(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
