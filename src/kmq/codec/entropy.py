@@ -139,11 +139,14 @@ def _reserve(buf, pos, needed):
     if buf.size - pos >= needed:
         return buf
     grown = np.empty(2 * buf.size + needed, np.uint8)
-    grown[:pos] = buf[:pos]
+    # Element loops instead of slice assignment: numba compiles slice assignment with its
+    # shape-mismatch error path, which takes seconds on a cold cache.
+    for i in range(pos):
+        grown[i] = buf[i]
     return grown
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True)
 def _code_stripe(buf, frame, previous, inter, k, top, bottom, decoding):
     """Encode rows ``top``..``bottom``-1 of ``frame`` into ``buf`` (grown as needed), or decode into them.
 
@@ -186,7 +189,8 @@ def _code_stripe(buf, frame, previous, inter, k, top, bottom, decoding):
             x1 = min(x0 + span, width + _PAD_LEFT)
             if not changed[b]:
                 if decoding:
-                    frame[y, x0:x1] = previous[y, x0:x1]
+                    for col in range(x0, x1):
+                        frame[y, col] = previous[y, col]
                 continue
             if not decoding:
                 buf = _reserve(buf, pos, _BYTES_PER_PIXEL_BOUND * span + 16)
