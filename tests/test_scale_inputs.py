@@ -76,3 +76,8 @@ def test_an_input_that_matches_nothing_is_an_input_error(tmp_path):
 def test_an_unknown_format_is_an_input_error(tree, tmp_path):
     with pytest.raises(InputError, match="format"):
         plan_batch([tree], tmp_path / "out", format="gif")
+
+
+def test_the_output_folder_cannot_be_an_input_folder(tree):
+    with pytest.raises(InputError, match="output folder"):
+        plan_batch([tree], tree)

@@ -114,6 +114,8 @@ def _expand(pattern: str, out_root: Path, suffixes: frozenset[str]) -> Iterator[
     """Yield (file, base folder) for one input; outputs mirror the tree below the base."""
     path = Path(os.path.abspath(pattern))
     if path.is_dir():
+        if os.path.realpath(path) == os.path.realpath(out_root):
+            raise InputError(f"the output folder {out_root} is also an input folder; choose another output folder")
         yield from ((file, path) for file in _walk_images(path, out_root, suffixes))
     elif path.is_file():
         yield path, path.parent
