@@ -36,6 +36,15 @@ _EXPORTS = {
     "LimitError": "kmq.errors",
     "FormatError": "kmq.errors",
     "OutputError": "kmq.errors",
+    "VideoEncoder": "kmq.media.video_encoder",
+    "EncodedFrame": "kmq.media.video_encoder",
+    "VideoDecoder": "kmq.codec.video",
+    "DecodedFrame": "kmq.codec.video",
+    "StreamHeader": "kmq.codec.video",
+    "open_video": "kmq.media.video",
+    "encode_video": "kmq.media.video",
+    "decode_video": "kmq.media.video",
+    "export_video": "kmq.media.video",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -53,6 +62,9 @@ if TYPE_CHECKING:
         encode_image,
         quantize,
     )
+    from kmq.codec.video import DecodedFrame, StreamHeader, VideoDecoder
+    from kmq.media.video import decode_video, encode_video, export_video, open_video
+    from kmq.media.video_encoder import EncodedFrame, VideoEncoder
 
 
 def __getattr__(name: str) -> Any:

@@ -375,11 +375,200 @@ def _run_analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- video
+
+
+def _seconds(text: str) -> float:
+    """A time as seconds (``12.5``) or ``[HH:]MM:SS[.fff]``."""
+    try:
+        value = 0.0
+        for part in text.split(":"):
+            value = value * 60 + float(part)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or [HH:]MM:SS, got {text!r}") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a time of zero or more, got {text!r}")
+    return value
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    from kmq.errors import InputError
+    from kmq.media.video_source import parse_size
+
+    try:
+        return parse_size(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_video_commands(commands: Any) -> None:
+    video = commands.add_parser(
+        "video",
+        help="encode video to .kmqv, decode it, export GIF/APNG",
+        description="K-means palette video: each frame continues the previous frame's palette, unchanged "
+        "regions cost almost nothing, scene cuts start a keyframe with a fresh palette.",
+    )
+    actions = video.add_subparsers(dest="video_command", metavar="ACTION", parser_class=_Parser)
+    video.set_defaults(run=lambda args: _usage_of(video))
+
+    encode = actions.add_parser(
+        "encode",
+        help="encode a video file to .kmqv",
+        description="Encode any video FFmpeg reads to .kmqv, frame by frame (memory does not grow with length).",
+    )
+    encode.add_argument("input", help="video file (MP4, MKV, WebM, MOV, GIF, ...)")
+    encode.add_argument("-o", "--output", help="output .kmqv file (default: INPUT with .kmqv)")
+    encode.add_argument("-k", type=_k_value, default=64, help="palette size, 2..256 (default 64)")
+    encode.add_argument("--keyint", type=_positive_int, default=None, metavar="N", help="a keyframe at least every N frames (default 250)")
+    encode.add_argument("--dither", choices=("none", "ordered"), default="none", help="dithering (default none)")
+    encode.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N frames")
+    encode.add_argument("--start", type=_seconds, default=None, metavar="T", help="skip to time T (seconds or [HH:]MM:SS)")
+    encode.add_argument("--duration", type=_seconds, default=None, metavar="T", help="encode T of video")
+    encode.add_argument("--size", type=_frame_size, default=None, metavar="WxH", help="scale frames, for example 1280x720")
+    encode.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
+    encode.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    encode.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse larger frames")
+    encode.add_argument("--json", action="store_true", help="print the summary as JSON")
+    encode.set_defaults(run=_run_video_encode)
+
+    for name, help_text, target in (
+        ("decode", "decode .kmqv to FFV1 .mkv, H.264 .mp4 or a folder of PNGs", "OUT.mkv, OUT.mp4 or OUTDIR/"),
+        ("export", "export .kmqv as an animated GIF or APNG", "OUT.gif or OUT.apng"),
+    ):
+        action = actions.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        action.add_argument("input", help=".kmqv file")
+        action.add_argument("-o", "--output", required=True, help=f"output: {target}")
+        action.add_argument("--salvage", action="store_true", help="keep the frames before a damaged one instead of failing")
+        action.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+        action.set_defaults(run=_run_video_decode, export=name == "export")
+
+
+def _usage_of(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_BAD_INPUT
+
+
+def _run_video_encode(args: argparse.Namespace) -> int:
+    from kmq.media.video import encode_video
+
+    console = _console(args)
+    options = {} if args.keyint is None else {"keyint": args.keyint}
+    with _EncodeProgressBar(console, enabled=not (args.json or args.quiet)) as bar:
+        summary = encode_video(
+            args.input,
+            args.output,
+            k=args.k,
+            dither=args.dither,
+            max_frames=args.max_frames,
+            start=args.start,
+            duration=args.duration,
+            size=args.size,
+            seed=args.seed,
+            force=args.force,
+            max_pixels=args.max_pixels,
+            progress=bar.update,
+            **options,
+        )
+    facts = {
+        "input": str(summary.input_path),
+        "output": str(summary.output_path),
+        "width": summary.width,
+        "height": summary.height,
+        "k": summary.k,
+        "frames": summary.frames,
+        "keyframes": summary.keyframes,
+        "palette_refits": summary.refits,
+        "scene_cuts": summary.scene_cuts,
+        "duration_seconds": summary.duration,
+        "output_bytes": summary.output_bytes,
+        "bits_per_pixel": summary.bits_per_pixel,
+        "psnr_db": summary.psnr,
+        "ratio_vs_raw_rgb": summary.raw_bytes / summary.output_bytes,
+        "ratio_vs_input_file": summary.input_bytes / summary.output_bytes,
+        "seconds": summary.seconds,
+        "fps": summary.fps,
+    }
+    if args.json:
+        print(json.dumps(facts, indent=2))
+        return EXIT_OK
+    console.print(
+        f"{summary.input_path} -> {summary.output_path}: {summary.frames} frames of {summary.width}×{summary.height} "
+        f"({summary.duration:.2f} s), K={summary.k}"
+    )
+    console.print(
+        f"keyframes {summary.keyframes}, palette refits {summary.refits} (scene cuts {summary.scene_cuts}); "
+        f"{_size(summary.output_bytes)}, {summary.bits_per_pixel:.3f} bits/pixel, PSNR {summary.psnr:.2f} dB"
+    )
+    console.print(
+        f"{facts['ratio_vs_raw_rgb']:.1f}× smaller than raw RGB, {facts['ratio_vs_input_file']:.2f}× vs the input file; "
+        f"{summary.seconds:.1f} s at {summary.fps:.1f} frames/s"
+    )
+    return EXIT_OK
+
+
+class _EncodeProgressBar:
+    """A rich progress bar for ``kmq video encode``: frames, frames per second, ETA and size so far."""
+
+    def __init__(self, console: Any, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("encoding"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[fps]:>6.1f} fps"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[size]}"),
+                console=console,
+                transient=True,
+            )
+
+    def __enter__(self) -> _EncodeProgressBar:
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task("encode", total=None, fps=0.0, size="")
+        return self
+
+    def update(self, state: Any) -> None:
+        if self._progress is None:
+            return
+        fps = state.frames / state.elapsed if state.elapsed > 0 else 0.0
+        self._progress.update(
+            self._task, completed=state.frames, total=state.total, fps=fps, size=f"{state.output_bytes / 1e6:.2f} MB"
+        )
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _run_video_decode(args: argparse.Namespace) -> int:
+    from kmq.errors import FormatError
+    from kmq.media.video import decode_video, export_video
+
+    run = export_video if args.export else decode_video
+    try:
+        summary = run(args.input, args.output, salvage=args.salvage, force=args.force)
+    except FormatError as exc:
+        hint = "" if args.salvage else " (use --salvage to keep the frames before it)"
+        raise FormatError(f"{exc}{hint}") from None
+    console = _console(args)
+    console.print(f"{summary.input_path} -> {summary.output_path}: {summary.frames} frames ({summary.kind})")
+    if summary.damage:
+        print(f"warning: stopped at damage, frames before it kept: {summary.damage}", file=sys.stderr)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- entry point
 
 _COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_image_commands, _add_demo_command]
 _COMMAND_GROUPS.append(_add_scale_commands)
 _COMMAND_GROUPS.append(_add_analysis_commands)
+_COMMAND_GROUPS.append(_add_video_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,12 +15,12 @@ __all__ = ["describe_file"]
 
 
 def describe_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Facts about a .kmq file, in display order.
+    """Facts about a .kmq or .kmqv file, in display order.
 
     Parameters
     ----------
     path : path-like
-        A .kmq file.
+        A .kmq image or a .kmqv video.
 
     Returns
     -------
@@ -29,10 +29,23 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
         sizes, and ratios against raw RGB and (when recorded) the original input file.
     """
     source = Path(path)
+    if _starts_with(source, b"KMQV"):
+        from kmq.media.video import describe_kmqv
+
+        return describe_kmqv(source)
     data = read_input_bytes(source)
     if data[:4] == image_codec.MAGIC[:4]:
         return _describe_image(source, data)
-    raise InputError(f"{source} is not a .kmq file")
+    raise InputError(f"{source} is not a .kmq or .kmqv file")
+
+
+def _starts_with(source: Path, magic: bytes) -> bool:
+    """Whether a readable file begins with ``magic`` (errors are left to the full read)."""
+    try:
+        with open(source, "rb") as stream:
+            return stream.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def _describe_image(source: Path, data: bytes) -> dict[str, Any]:

@@ -1,0 +1,726 @@
+"""The video encoder: frames in, frame packets out, with the palette carried from frame to frame."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cached_property
+
+import numba
+import numpy as np
+
+from kmq.codec import entropy
+from kmq.codec.video import StreamHeader, pack_frame
+from kmq.errors import InputError
+from kmq.quant import fit_palette
+from kmq.quant._checks import check_colors
+from kmq.quant.histogram import Histogram, as_pixel_rows, build_histogram, histogram_of_rows
+
+__all__ = ["VideoEncoder", "EncodedFrame", "EncoderTotals", "DITHERS"]
+
+DITHERS = ("none", "ordered")
+#: Keyframes at least this often by default (frames); about ten seconds of ordinary video.
+DEFAULT_KEYINT = 250
+#: k-means iterations that continue last frame's palette on this frame's colours.
+WARM_ITERATIONS = 3
+#: Seedings tried by a full refit (first frame, scene cut).
+REFIT_RESTARTS = 2
+#: Frames with more pixels than this are sampled (one pixel in ``_SAMPLE_STEP``²) for k-means.
+_SAMPLE_ABOVE = 1 << 16
+_SAMPLE_STEP = 2
+#: Bits per channel of the nearest-entry table (cells 8 values wide): small enough to stay in cache.
+_TABLE_BITS = {3: 5, 4: 5}
+#: Default extra squared error per pixel (summed over channels) accepted to keep last frame's
+#: indices: within a block as a whole, and for a single pixel of a block that is coded.
+DEFAULT_BLOCK_TOLERANCE = 48.0
+DEFAULT_PIXEL_TOLERANCE = 96.0
+#: A palette entry is resent only when some channel moves by more than this.
+PALETTE_STEP = 2
+#: Scene cut: this share of the colour distribution moved, or distortion grew this much.
+CUT_HISTOGRAM_DISTANCE = 0.5
+CUT_DISTORTION_RATIO = 2.5
+#: ... and distortion (mean squared error per channel) is at least this, so that a cut out of a
+#: still, nearly flat picture needs a real change.
+CUT_DISTORTION_FLOOR = 4.0
+#: Threads that share a frame's work (each takes a contiguous range of rows).
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+#: Weight of the newest frame in the running distortion average.
+_DISTORTION_SMOOTHING = 0.2
+
+
+@dataclass
+class EncodedFrame:
+    """What the encoder made of one frame.
+
+    Attributes
+    ----------
+    packet : bytes
+        The frame packet (docs/FORMAT.md), ready for a .kmqv file or a live socket.
+    number : int
+        Frame number in the stream.
+    pts : int
+        Presentation time in time-base units.
+    keyframe : bool
+        Decodable on its own.
+    refit : bool
+        The palette was fitted afresh (first frame or scene cut) instead of carried over.
+    scene_cut : bool
+        A scene cut was detected here.
+    palette_updates : int
+        Palette entries sent (all of them on a keyframe).
+    changed_pixels : int
+        Pixels whose index differs from the previous frame's (all on a keyframe).
+    mse : float
+        Mean squared error per channel value against the input frame.
+    palette : numpy.ndarray
+        The frame's palette, n×C uint8.
+    indices : numpy.ndarray
+        H×W uint8.
+    """
+
+    packet: bytes
+    number: int
+    pts: int
+    keyframe: bool
+    refit: bool
+    scene_cut: bool
+    palette_updates: int
+    changed_pixels: int
+    mse: float
+    palette: np.ndarray
+    indices: np.ndarray
+
+    @property
+    def psnr(self) -> float:
+        """PSNR in dB against the input frame (``inf`` when exact)."""
+        return math.inf if self.mse == 0 else 10.0 * math.log10(255.0 * 255.0 / self.mse)
+
+    @cached_property
+    def reconstructed(self) -> np.ndarray:
+        """The frame a decoder shows, H×W×C uint8; equal to the decoder's output bit for bit."""
+        return self.palette[self.indices]
+
+
+@dataclass
+class EncoderTotals:
+    """Running totals over the frames encoded so far."""
+
+    frames: int = 0
+    keyframes: int = 0
+    refits: int = 0
+    scene_cuts: int = 0
+    palette_updates: int = 0
+    packet_bytes: int = 0
+    squared_error: float = 0.0
+    samples: int = 0
+
+    @property
+    def mse(self) -> float:
+        """Mean squared error per channel value over every frame."""
+        return self.squared_error / self.samples if self.samples else 0.0
+
+    @property
+    def psnr(self) -> float:
+        """PSNR in dB over all frames together."""
+        return math.inf if self.mse == 0 else 10.0 * math.log10(255.0 * 255.0 / self.mse)
+
+
+class VideoEncoder:
+    """Encodes frames one at a time into frame packets, keeping the palette as state between frames.
+
+    Each frame continues k-means from the previous frame's palette for a few iterations, so entry j
+    keeps its meaning; entries that barely move are not resent. Blocks and pixels whose previous
+    index is nearly as good as the best one keep it, so unchanged regions cost almost nothing.
+    A scene cut (the colour distribution or the distortion jumps) refits the palette afresh and
+    starts a keyframe; keyframes also come at least every ``keyint`` frames, or on request.
+
+    Parameters
+    ----------
+    width, height : int
+        Frame size; every frame must have it.
+    k : int
+        Palette size, 2..256.
+    channels : int
+        3 for RGB frames, 4 for RGBA.
+    keyint : int
+        The longest run of frames between keyframes.
+    dither : {"none", "ordered"}
+        Ordered (Bayer) dithering is stable from frame to frame; error diffusion is not offered
+        because it makes every frame's indices differ.
+    frame_rate : fractions.Fraction or float
+        Nominal frames per second (for the header, and timestamps when none are given).
+    time_base : fractions.Fraction, optional
+        Seconds per pts unit (default ``1 / frame_rate``).
+    seed : int
+        Seed of the palette fits; the same frames and settings give the same bytes.
+    block_tolerance, pixel_tolerance : float
+        Extra squared error per pixel (summed over channels) accepted to keep the previous index,
+        for a whole 16×16 block and for a single pixel. Zero codes every change.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> encoder = VideoEncoder(32, 24, k=8)
+    >>> frame = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    >>> first, second = encoder.encode(frame), encoder.encode(frame)
+    >>> first.keyframe, second.keyframe, second.changed_pixels
+    (True, False, 0)
+    """
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        *,
+        k: int = 64,
+        channels: int = 3,
+        keyint: int = DEFAULT_KEYINT,
+        dither: str = "none",
+        frame_rate: Fraction | float = Fraction(30),
+        time_base: Fraction | None = None,
+        seed: int = 0,
+        block_tolerance: float = DEFAULT_BLOCK_TOLERANCE,
+        pixel_tolerance: float = DEFAULT_PIXEL_TOLERANCE,
+    ) -> None:
+        check_colors(k)
+        if dither not in DITHERS:
+            raise InputError(f"video dither must be one of {', '.join(DITHERS)}; got {dither!r}")
+        if isinstance(keyint, bool) or not isinstance(keyint, int) or keyint < 1:
+            raise InputError(f"keyint must be a positive whole number, got {keyint!r}")
+        if not (block_tolerance >= 0 and pixel_tolerance >= 0):
+            raise InputError("tolerances must be zero or positive")
+        rate = Fraction(frame_rate).limit_denominator(1 << 16) if frame_rate else Fraction(30)
+        if rate <= 0:
+            raise InputError(f"frame rate must be positive, got {frame_rate}")
+        self.header = StreamHeader(
+            width=width,
+            height=height,
+            channels=channels,
+            k=k,
+            time_base=Fraction(time_base) if time_base is not None else 1 / rate,
+            frame_rate=rate,
+        )
+        self.k = k
+        self.keyint = keyint
+        self.dither = dither
+        self.seed = seed
+        self.block_tolerance = float(block_tolerance)
+        self.pixel_tolerance = float(pixel_tolerance)
+        self.totals = EncoderTotals()
+        self._pts_step = 1 / (rate * self.header.time_base)
+        self._table_bits = _TABLE_BITS[channels]
+        self._nearest = np.full(1 << (self._table_bits * channels), -1, np.int16)
+        self._keyframe_requested = True
+        self._palette: np.ndarray | None = None  # float centroids, carried between frames
+        self._sent: np.ndarray | None = None  # the uint8 palette the decoder holds
+        self._indices: np.ndarray | None = None
+        self._since_keyframe = 0
+        self._last_pts: int | None = None
+        self._coarse: np.ndarray | None = None
+        self._distortion: float | None = None
+        self._offsets = np.zeros((8, 8), np.int16)
+        self._band_tops = _block_rows(width, height)
+
+    # -- what a viewer needs
+
+    @property
+    def header_bytes(self) -> bytes:
+        """The stream header record, sent before the first packet (and to each new viewer)."""
+        return self.header.to_bytes()
+
+    def request_keyframe(self) -> None:
+        """Make the next frame a keyframe (a viewer joined, or a seek point is wanted)."""
+        self._keyframe_requested = True
+
+    # -- encoding
+
+    def encode(self, frame: np.ndarray, pts: int | None = None, *, keyframe: bool = False) -> EncodedFrame:
+        """Encode one frame.
+
+        Parameters
+        ----------
+        frame : numpy.ndarray
+            H×W×C uint8 with the encoder's size and channels.
+        pts : int, optional
+            Presentation time in time-base units; must increase. By default the previous one
+            plus one frame at the nominal rate.
+        keyframe : bool
+            Force a keyframe.
+
+        Returns
+        -------
+        EncodedFrame
+        """
+        header = self.header
+        frame = np.asarray(frame)
+        if frame.shape != (header.height, header.width, header.channels):
+            raise InputError(
+                f"frame must be {header.height}×{header.width}×{header.channels} uint8, got shape {frame.shape}"
+            )
+        rows = as_pixel_rows(frame)
+        frame = rows.reshape(frame.shape)
+        pts = self._next_pts(pts)
+        number = self.totals.frames
+
+        histogram = self._histogram(frame, rows)
+        coarse = _coarse_distribution(histogram)
+        keyframe = keyframe or self._keyframe_requested or self._since_keyframe >= self.keyint - 1
+        keyframe = keyframe or self._sent is None
+        refit = self._palette is None
+        scene_cut = False
+        if not refit:
+            fit = self._continue_palette(histogram)
+            scene_cut = bool(self._is_scene_cut(coarse, fit.distortion))
+            refit = scene_cut
+        if refit:
+            fit = fit_palette(histogram, self.k, seed=self.seed, restarts=REFIT_RESTARTS)
+            keyframe = True
+
+        palette, changed = self._palette_to_send(fit.palette, keyframe)
+        if refit and self.dither == "ordered":
+            self._offsets = _bayer_offsets(palette)
+        indices, squared_error, changed_pixels = self._map(frame, palette, None if keyframe else self._indices)
+        index_data = entropy.encode_index_map(indices, len(palette), previous=None if keyframe else self._indices)
+        packet = pack_frame(number, pts, keyframe=keyframe, palette=palette, changed=changed, index_data=index_data)
+
+        samples = header.pixels * header.channels
+        mse = squared_error / samples
+        self._palette = fit.palette
+        self._sent = palette
+        self._indices = indices
+        self._coarse = coarse
+        self._distortion = (
+            fit.distortion
+            if refit or self._distortion is None
+            else (1 - _DISTORTION_SMOOTHING) * self._distortion + _DISTORTION_SMOOTHING * fit.distortion
+        )
+        self._since_keyframe = 0 if keyframe else self._since_keyframe + 1
+        self._keyframe_requested = False
+        updates = len(palette) if keyframe else int(changed.sum()) if changed is not None else 0
+        totals = self.totals
+        totals.frames += 1
+        totals.keyframes += int(keyframe)
+        totals.refits += int(refit)
+        totals.scene_cuts += int(scene_cut)
+        totals.palette_updates += updates
+        totals.packet_bytes += len(packet)
+        totals.squared_error += squared_error
+        totals.samples += samples
+        return EncodedFrame(
+            packet=packet,
+            number=number,
+            pts=pts,
+            keyframe=keyframe,
+            refit=refit,
+            scene_cut=scene_cut,
+            palette_updates=updates,
+            changed_pixels=changed_pixels if not keyframe else header.pixels,
+            mse=mse,
+            palette=palette,
+            indices=indices,
+        )
+
+    def _next_pts(self, pts: int | None) -> int:
+        if pts is None:
+            pts = 0 if self._last_pts is None else round((self.totals.frames) * self._pts_step)
+            if self._last_pts is not None and pts <= self._last_pts:
+                pts = self._last_pts + 1
+        else:
+            pts = int(pts)
+            if self._last_pts is not None and pts <= self._last_pts:
+                raise InputError(f"frame timestamps must increase: {pts} after {self._last_pts}")
+        if not -(1 << 63) <= pts < (1 << 63):
+            raise InputError(f"timestamp {pts} does not fit in 64 bits")
+        self._last_pts = pts
+        return pts
+
+    def _histogram(self, frame: np.ndarray, rows: np.ndarray) -> Histogram:
+        """This frame's colours for k-means: every pixel of a small frame, a regular sample of a large one."""
+        if frame.shape[0] * frame.shape[1] <= _SAMPLE_ABOVE:
+            return build_histogram(frame)
+        if frame.shape[2] == 3:
+            return _sampled_histogram(frame, _SAMPLE_STEP)
+        sample = np.ascontiguousarray(frame[::_SAMPLE_STEP, ::_SAMPLE_STEP])
+        return histogram_of_rows(sample.reshape(-1, frame.shape[2]), 5, sample.shape)
+
+    def _continue_palette(self, histogram: Histogram):
+        """A few k-means iterations from last frame's palette; entry j stays entry j."""
+        previous = self._palette
+        size = len(previous)
+        if size < 2:
+            return _PaletteState(previous, _distortion_of(histogram, previous))
+        return fit_palette(histogram, size, init=previous, max_iter=WARM_ITERATIONS, seed=self.seed)
+
+    def _is_scene_cut(self, coarse: np.ndarray, distortion: float) -> bool:
+        """A large share of the colour distribution moved, or the palette suddenly fits much worse."""
+        moved = 0.5 * float(np.abs(coarse - self._coarse).sum()) if self._coarse is not None else 0.0
+        if moved >= CUT_HISTOGRAM_DISTANCE:
+            return True
+        typical = self._distortion or 0.0
+        return distortion >= CUT_DISTORTION_FLOOR and distortion > CUT_DISTORTION_RATIO * typical
+
+    def _palette_to_send(self, centroids: np.ndarray, keyframe: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The uint8 palette the decoder will hold, and which entries changed (None on a keyframe)."""
+        rounded = np.clip(np.rint(centroids), 0, 255).astype(np.uint8)
+        if keyframe or self._sent is None or len(self._sent) != len(rounded):
+            return rounded, None
+        moved = np.abs(rounded.astype(np.int16) - self._sent).max(axis=1) > PALETTE_STEP
+        palette = self._sent.copy()
+        palette[moved] = rounded[moved]
+        return palette, moved
+
+    def _map(self, frame: np.ndarray, palette: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray, float, int]:
+        """Indices for this frame, with the previous frame's kept where they are nearly as good."""
+        palette_int = np.zeros((len(palette), 4), np.int32)
+        palette_int[:, : palette.shape[1]] = palette
+        sent = self._sent
+        if sent is None or sent.shape != palette.shape:
+            self._nearest[:] = -1
+        elif not np.array_equal(sent, palette):
+            changed = (sent != palette).any(axis=1)
+            if changed.sum() * 4 > len(palette):
+                self._nearest[:] = -1
+            else:
+                _update_nearest(self._nearest, palette_int[:, : palette.shape[1]], changed, self._table_bits)
+        indices = np.empty(frame.shape[:2], np.uint8)
+        has_previous = previous is not None
+        dithered = self.dither == "ordered"
+        targets = _dithered(frame, self._offsets) if dithered else frame
+        block = entropy.BLOCK_SIZE
+        bands = len(self._band_tops) - 1
+        squared_error = np.zeros(bands)
+        changed_pixels = np.zeros(bands, np.int64)
+        reference = previous if has_previous else indices
+
+        def map_bands(part: int, first: int, last: int) -> None:
+            _map_bands(
+                targets, self._table_bits, self._nearest, palette_int, reference, has_previous, self._band_tops, block,
+                self.block_tolerance, self.pixel_tolerance, first, last, indices, squared_error, changed_pixels,
+            )
+
+        _in_parallel(map_bands, bands)
+        if dithered:
+            squared_error = _squared_error(frame, palette_int, indices)
+        return indices, float(squared_error.sum()), int(changed_pixels.sum())
+
+
+def _block_rows(width: int, height: int) -> np.ndarray:
+    """First row of each row of 16×16 blocks as the index coder counts them (from each stripe's top), and the end."""
+    stripe = entropy.default_stripe_rows(width, height)
+    tops = [top for start in range(0, height, stripe) for top in range(start, min(start + stripe, height), entropy.BLOCK_SIZE)]
+    return np.array(tops + [height], np.int64)
+
+
+@functools.cache
+def _thread_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="kmq-video")
+
+
+def _in_parallel(work: Callable[[int, int, int], None], count: int) -> None:
+    """Run ``work(part, first, last)`` over 0..count-1 split into one contiguous range per worker thread.
+
+    The kernels release the GIL, so the ranges run at once; plain threads (rather than numba's
+    parallel loops) keep each range a simple serial loop and wait without spinning.
+    """
+    parts = min(_WORKERS, count)
+    bounds = [count * part // parts for part in range(parts + 1)]
+    if parts <= 1:
+        work(0, 0, count)
+        return
+    futures = [_thread_pool().submit(work, part, bounds[part], bounds[part + 1]) for part in range(1, parts)]
+    work(0, bounds[0], bounds[1])
+    for future in futures:
+        future.result()
+
+
+@dataclass(frozen=True)
+class _PaletteState:
+    """A palette kept as it is (too few entries to iterate), in the shape of a PaletteFit."""
+
+    palette: np.ndarray
+    distortion: float
+
+
+def _distortion_of(histogram: Histogram, palette: np.ndarray) -> float:
+    distances = ((histogram.colors[:, None, :] - palette[None, :, :]) ** 2).sum(axis=2)
+    nearest = distances.min(axis=1)
+    return float(histogram.counts @ nearest) / (histogram.counts.sum() * histogram.channels)
+
+
+def _coarse_distribution(histogram: Histogram) -> np.ndarray:
+    """Share of pixels in each of 512 coarse colour cells (3 bits per RGB channel)."""
+    cells = np.clip(histogram.colors[:, :3], 0, 255).astype(np.int64) >> 5
+    keys = (cells[:, 0] << 6) | (cells[:, 1] << 3) | cells[:, 2]
+    shares = np.bincount(keys, weights=histogram.counts, minlength=512)
+    return shares / shares.sum()
+
+
+def _bayer_offsets(palette: np.ndarray) -> np.ndarray:
+    """The 8×8 ordered-dither pattern scaled to the palette's typical spacing, as integers."""
+    levels = np.array([[0, 2], [3, 1]])
+    matrix = levels
+    while matrix.shape[0] < 8:
+        matrix = np.block([[4 * matrix + levels[0, 0], 4 * matrix + levels[0, 1]], [4 * matrix + levels[1, 0], 4 * matrix + levels[1, 1]]])
+    colours = palette[:, :3].astype(np.float64)
+    gaps = np.sqrt(((colours[:, None, :] - colours[None, :, :]) ** 2).sum(axis=2))
+    np.fill_diagonal(gaps, np.inf)
+    spread = float(np.median(gaps.min(axis=1))) if len(colours) > 1 else 0.0
+    return np.rint(((matrix + 0.5) / 64.0 - 0.5) * spread).astype(np.int16)
+
+
+# ---------------------------------------------------------------- kernels
+
+
+@numba.njit(cache=True, nogil=True)
+def _bin_sample(frame, step, first, last, totals):
+    """Add sampled rows ``first..last-1`` (every step-th row and pixel) into 5-bit RGB bins.
+
+    ``totals[key]`` holds the pixel count, the three colour sums and the sum of squared norms.
+    """
+    width = frame.shape[1]
+    for sampled_row in range(first, last):
+        y = sampled_row * step
+        for x in range(0, width, step):
+            red = np.int64(frame[y, x, 0])
+            green = np.int64(frame[y, x, 1])
+            blue = np.int64(frame[y, x, 2])
+            key = ((red >> 3) << 10) | ((green >> 3) << 5) | (blue >> 3)
+            totals[key, 0] += 1
+            totals[key, 1] += red
+            totals[key, 2] += green
+            totals[key, 3] += blue
+            totals[key, 4] += red * red + green * green + blue * blue
+
+
+@numba.njit(cache=True, nogil=True)
+def _used_bins(totals):
+    """The non-empty bins of merged totals, in key order: counts, colour sums, squared norms, purity."""
+    used = 0
+    for key in range(totals.shape[0]):
+        if totals[key, 0]:
+            used += 1
+    counts = np.empty(used)
+    sums = np.empty((used, 3))
+    squared = np.empty(used)
+    pure = np.empty(used, np.bool_)
+    i = 0
+    for key in range(totals.shape[0]):
+        count = totals[key, 0]
+        if count == 0:
+            continue
+        counts[i] = count
+        square_of_sum = 0
+        for c in range(3):
+            sums[i, c] = totals[key, 1 + c]
+            square_of_sum += totals[key, 1 + c] * totals[key, 1 + c]
+        squared[i] = totals[key, 4]
+        # n·Σ|x|² = |Σx|² exactly when every colour in the bin is the same (Cauchy–Schwarz).
+        pure[i] = count * totals[key, 4] == square_of_sum
+        i += 1
+    return counts, sums, squared, pure
+
+
+def _sampled_histogram(frame: np.ndarray, step: int) -> Histogram:
+    """A :class:`Histogram` (5-bit bins, exact sums) of every ``step``-th pixel of every ``step``-th row.
+
+    Each thread totals its own rows into its own table; the tables are added in key order, so the
+    result does not depend on the number of threads.
+    """
+    rows = -(-frame.shape[0] // step)
+    columns = -(-frame.shape[1] // step)
+    tables = np.zeros((_WORKERS, 1 << 15, 5), np.int64)
+    _in_parallel(lambda part, first, last: _bin_sample(frame, step, first, last, tables[part]), rows)
+    counts, sums, squared, pure = _used_bins(tables.sum(axis=0))
+    return Histogram(
+        colors=sums / counts[:, None],
+        counts=counts,
+        color_sums=sums,
+        squared_norm_sums=squared,
+        pure=pure,
+        bin_of_pixel=np.empty(0, np.int32),
+        bits=5,
+        shape=(rows, columns, 3),
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _cell_nearest(key, palette, bits, entries):
+    """The entry among the first ``entries`` nearest to the centre of a table cell, and its distance.
+
+    Distances use twice the coordinates, so the cell centre is an integer.
+    """
+    channels = palette.shape[1]
+    width = 1 << (8 - bits)
+    best = 0
+    best_distance = np.int64(1) << 62
+    for j in range(entries):
+        distance = _cell_distance(key, palette, j, bits, channels, width)
+        if distance < best_distance:
+            best_distance = distance
+            best = j
+    return best, best_distance
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cell_distance(key, palette, j, bits, channels, width):
+    distance = np.int64(0)
+    for c in range(channels):
+        cell = (key >> (bits * (channels - 1 - c))) & ((1 << bits) - 1)
+        difference = 2 * (cell * width) + width - 1 - 2 * np.int64(palette[j, c])
+        distance += difference * difference
+    return distance
+
+
+@numba.njit(cache=True, nogil=True)
+def _update_nearest(nearest, palette, changed, bits):
+    """Bring every filled table cell up to date after the entries flagged in ``changed`` moved.
+
+    A cell served by a moved entry searches again; any other cell only asks whether a moved
+    entry is now nearer than its own, so a small palette update costs little.
+    """
+    channels = palette.shape[1]
+    entries = palette.shape[0]
+    width = 1 << (8 - bits)
+    moved = np.flatnonzero(changed)
+    for key in range(nearest.shape[0]):
+        current = nearest[key]
+        if current < 0:
+            continue
+        if changed[current]:
+            best, _ = _cell_nearest(key, palette, bits, entries)
+            nearest[key] = best
+            continue
+        best = current
+        best_distance = _cell_distance(key, palette, current, bits, channels, width)
+        for j in moved:
+            distance = _cell_distance(key, palette, j, bits, channels, width)
+            if distance < best_distance or (distance == best_distance and j < best):
+                best_distance = distance
+                best = j
+        nearest[key] = best
+
+
+@numba.njit(cache=True, nogil=True)
+def _map_bands(
+    targets, bits, nearest, palette, previous, has_previous, tops, block, block_tolerance, pixel_tolerance, first, last, out, squared_error, changed
+):
+    """Choose the indices of bands ``first..last-1``; fill their squared error and changed pixels.
+
+    Band i covers rows ``tops[i]..tops[i+1]-1`` (at most ``block`` rows): the coder's block rows.
+
+    A pixel's candidate is the table entry of its target colour's cell (the pixel itself, or its
+    dithered colour); a cell seen for the first time is filled here (threads that race on a cell
+    write the same value). Without a previous frame each pixel takes its candidate. With one, a
+    block whose previous indices cost at most ``block_tolerance`` more per pixel than the
+    candidates keeps them all (the coder then sends one flag); in the other blocks a pixel keeps
+    its previous index when that costs at most ``pixel_tolerance`` more. Each band is one task:
+    its rows are scanned whole, so the inner loops are long, and its blocks are decided from
+    per-block totals. ``palette`` has four columns (alpha 0 for RGB frames). Errors are against
+    the targets. Bands are independent, so threads may run disjoint ranges at once.
+    """
+    width, channels = targets.shape[1], targets.shape[2]
+    entries = palette.shape[0]
+    shift = 8 - bits
+    columns = (width + block - 1) // block
+    for band in range(first, last):
+        top = tops[band]
+        bottom = tops[band + 1]
+        candidates = np.empty((block, width), np.uint8)
+        candidate_error = np.empty((block, width), np.int32)
+        previous_error = np.empty((block, width), np.int32)
+        candidate_total = np.zeros(columns, np.int64)
+        extra_total = np.zeros(columns, np.int64)
+        for y in range(top, bottom):
+            row = y - top
+            for x in range(width):
+                red = np.int32(targets[y, x, 0])
+                green = np.int32(targets[y, x, 1])
+                blue = np.int32(targets[y, x, 2])
+                alpha = np.int32(targets[y, x, 3]) if channels == 4 else np.int32(0)
+                key = ((red >> shift) << (2 * bits)) | ((green >> shift) << bits) | (blue >> shift)
+                if channels == 4:
+                    key = (key << bits) | (alpha >> shift)
+                candidate = nearest[key]
+                if candidate < 0:
+                    candidate, _ = _cell_nearest(key, palette[:, :channels], bits, entries)
+                    nearest[key] = candidate
+                candidates[row, x] = candidate
+                error = _distance(red, green, blue, alpha, palette, candidate)
+                candidate_error[row, x] = error
+                candidate_total[x // block] += error
+                if has_previous:
+                    entry = previous[y, x]
+                    if entry != candidate:
+                        kept = _distance(red, green, blue, alpha, palette, entry)
+                        previous_error[row, x] = kept
+                        extra_total[x // block] += kept - error
+                    else:
+                        previous_error[row, x] = error
+        band_error = 0
+        for column in range(columns):
+            left = column * block
+            right = min(width, left + block)
+            if has_previous and extra_total[column] <= block_tolerance * (right - left) * (bottom - top):
+                for y in range(top, bottom):
+                    out[y, left:right] = previous[y, left:right]
+                band_error += candidate_total[column] + extra_total[column]
+                continue
+            for y in range(top, bottom):
+                row = y - top
+                for x in range(left, right):
+                    if has_previous and previous_error[row, x] <= candidate_error[row, x] + pixel_tolerance:
+                        out[y, x] = previous[y, x]
+                        band_error += previous_error[row, x]
+                    else:
+                        out[y, x] = candidates[row, x]
+                        band_error += candidate_error[row, x]
+                        if has_previous and candidates[row, x] != previous[y, x]:
+                            changed[band] += 1
+        squared_error[band] = band_error
+
+
+@numba.njit(cache=True, nogil=True)
+def _dithered(frame, offsets):
+    """The frame with the ordered-dither pattern added to its colour channels (alpha untouched)."""
+    height, width, channels = frame.shape
+    targets = np.empty_like(frame)
+    for y in range(height):
+        for x in range(width):
+            offset = np.int32(offsets[y & 7, x & 7])
+            for c in range(channels):
+                value = np.int32(frame[y, x, c])
+                if c < 3:
+                    value = min(max(value + offset, 0), 255)
+                targets[y, x, c] = value
+    return targets
+
+
+@numba.njit(cache=True, nogil=True)
+def _squared_error(frame, palette, indices):
+    """Squared error of ``palette[indices]`` against the frame, per row (palette with four columns)."""
+    height, width, channels = frame.shape
+    rows = np.zeros(height)
+    for y in range(height):
+        total = 0
+        for x in range(width):
+            entry = indices[y, x]
+            for c in range(channels):
+                difference = np.int32(frame[y, x, c]) - palette[entry, c]
+                total += difference * difference
+        rows[y] = total
+    return rows
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _distance(red, green, blue, alpha, palette, entry):
+    """Squared distance from a colour to a palette entry (four columns)."""
+    dr = red - palette[entry, 0]
+    dg = green - palette[entry, 1]
+    db = blue - palette[entry, 2]
+    da = alpha - palette[entry, 3]
+    return dr * dr + dg * dg + db * db + da * da
