@@ -311,6 +311,8 @@ def parse_frame(record: bytes | memoryview, header: StreamHeader, *, what: str =
     keyframe = bool(flags & FLAG_KEYFRAME)
     channels = header.channels
     offset = _FRAME.size
+    if keyframe and flags & FLAG_PALETTE_UPDATE:
+        raise FormatError(f"{what} is a keyframe with a palette update flag")
     if keyframe:
         entries = np.arange(size)
     elif flags & FLAG_PALETTE_UPDATE:
