@@ -208,3 +208,9 @@ def test_a_map_that_is_not_two_dimensional_is_refused():
 def test_any_integer_dtype_is_accepted():
     indices = np.arange(12, dtype=np.int64).reshape(3, 4)
     np.testing.assert_array_equal(round_trip(indices, 12), indices)
+
+
+@pytest.mark.parametrize("stripe_rows", [0, 21, 2.0])
+def test_stripe_heights_outside_the_map_are_refused(stripe_rows):
+    with pytest.raises(InputError, match="stripe_rows"):
+        encode_index_map(np.zeros((20, 4), np.uint8), 2, stripe_rows=stripe_rows)

@@ -57,54 +57,49 @@ def _adapt(p0s, rates, ctx, bit, limit):
 
 
 @numba.njit(cache=True, nogil=True)
-def _code_bit(buf, pos, x, rng, p0, bit, decoding):
-    """Encode ``bit`` (x is the low end) or decode one (x is the code); return bit and new state."""
-    bound = (rng >> 16) * p0
+def _code_bit(buf, pos, code, range_, p0, bit, decoding):
+    """Encode ``bit`` or decode one; return the bit and the new state.
+
+    ``code`` is the low end of the interval when encoding and the code value when decoding.
+    """
+    bound = (range_ >> 16) * p0
     if decoding:
-        bit = int(x >= bound)
+        bit = int(code >= bound)
     mask = -bit
-    rng = bound + ((rng - 2 * bound) & mask)
+    range_ = bound + ((range_ - 2 * bound) & mask)
     if decoding:
-        x -= bound & mask
+        code -= bound & mask
     else:
-        x += bound & mask
-        if x > _MASK32:
+        code += bound & mask
+        if code > _MASK32:
             # A carry into bytes already written; the interval never reaches 1.0, so it stops.
-            x &= _MASK32
+            code &= _MASK32
             i = pos - 1
             while buf[i] == 255:
                 buf[i] = 0
                 i -= 1
             buf[i] += 1
-    while rng < _TOP:
+    while range_ < _TOP:
         if decoding:
             # Past the end the decoder reads zeros and keeps counting; the caller then sees that
             # more bytes were read than the stream holds and reports corrupt data.
-            x = ((x << 8) | (buf[pos] if pos < buf.size else 0)) & _MASK32
+            code = ((code << 8) | (buf[pos] if pos < buf.size else 0)) & _MASK32
         else:
-            buf[pos] = x >> 24
-            x = (x << 8) & _MASK32
+            buf[pos] = code >> 24
+            code = (code << 8) & _MASK32
         pos += 1
-        rng <<= 8
-    return bit, pos, x, rng
+        range_ <<= 8
+    return bit, pos, code, range_
 
 
 @numba.njit(cache=True, nogil=True)
-def _code_flag(buf, pos, x, rng, p0s, rates, ctx, bit, limit, decoding):
-    bit, pos, x, rng = _code_bit(buf, pos, x, rng, int(p0s[ctx]), bit, decoding)
+def _code_flag(buf, pos, code, range_, p0s, rates, ctx, bit, limit, decoding):
+    bit, pos, code, range_ = _code_bit(buf, pos, code, range_, int(p0s[ctx]), bit, decoding)
     _adapt(p0s, rates, ctx, bit, limit)
-    return bit, pos, x, rng
+    return bit, pos, code, range_
 
 
 # --- the model ------------------------------------------------------------------------------------
-
-
-@numba.njit(cache=True, nogil=True)
-def _index_bits(k):
-    bits = 0
-    while (1 << bits) < k:
-        bits += 1
-    return bits
 
 
 @numba.njit(cache=True, nogil=True)
@@ -147,7 +142,7 @@ def _reserve(buf, pos, needed):
 
 
 @numba.njit(cache=True, nogil=True)
-def _code_stripe(buf, frame, previous, inter, k, top, bottom, decoding):
+def _code_stripe(buf, frame, previous, inter, k, bits, top, bottom, decoding):
     """Encode rows ``top``..``bottom``-1 of ``frame`` into ``buf`` (grown as needed), or decode into them.
 
     ``frame`` and ``previous`` are padded: pixel (y, x) lives at [y, x + 2], columns 0, 1 and the
@@ -156,7 +151,6 @@ def _code_stripe(buf, frame, previous, inter, k, top, bottom, decoding):
     """
     height = frame.shape[0] - 1
     width = frame.shape[1] - 3
-    bits = _index_bits(k)
     p0s = np.full(TREE + (k << bits), PROBABILITY_ONE // 2, np.uint16)
     rates = np.ones(TREE + (k << bits), np.uint8)
     span = BLOCK_SIZE if inter else width
@@ -164,11 +158,11 @@ def _code_stripe(buf, frame, previous, inter, k, top, bottom, decoding):
     changed_above = np.zeros(blocks + 1, np.uint8)
     changed = np.zeros(blocks + 1, np.uint8) if inter else np.ones(blocks + 1, np.uint8)
     pos = 0
-    x = 0
-    rng = _MASK32
+    code = 0
+    range_ = _MASK32
     if decoding:
         for _ in range(4):
-            x = (x << 8) | (buf[pos] if pos < buf.size else 0)
+            code = (code << 8) | (buf[pos] if pos < buf.size else 0)
             pos += 1
     for y in range(top, bottom):
         up = y - 1 if y > top else height
@@ -182,7 +176,7 @@ def _code_stripe(buf, frame, previous, inter, k, top, bottom, decoding):
                 ctx = FLAG_BLOCK + (left | (changed_above[b] << 1) | (changed_above[b + 1] << 2))
                 x0 = b * span + _PAD_LEFT
                 truth = 0 if decoding else _block_changed(frame, previous, y, bottom, x0, min(x0 + span, width + _PAD_LEFT))
-                bit, pos, x, rng = _code_flag(buf, pos, x, rng, p0s, rates, ctx, truth, FLAG_RATE_LIMIT, decoding)
+                bit, pos, code, range_ = _code_flag(buf, pos, code, range_, p0s, rates, ctx, truth, FLAG_RATE_LIMIT, decoding)
                 changed[b] = bit
         for b in range(blocks):
             x0 = b * span + _PAD_LEFT
@@ -206,20 +200,20 @@ def _code_stripe(buf, frame, previous, inter, k, top, bottom, decoding):
                     ctx = FLAG_P + _temporal_context(
                         w, n, frame[up, col + 1], p, previous[y, col - 1], previous[up, col], previous[up, col + 1]
                     )
-                    bit, pos, x, rng = _code_flag(buf, pos, x, rng, p0s, rates, ctx, int(v == p), FLAG_RATE_LIMIT, decoding)
+                    bit, pos, code, range_ = _code_flag(buf, pos, code, range_, p0s, rates, ctx, int(v == p), FLAG_RATE_LIMIT, decoding)
                     if bit:
                         frame[y, col] = p
                         continue
                 context = _spatial_context(w, n, frame[up, col - 1], frame[up, col + 1], frame[y, col - 2], frame[up2, col])
                 if w != p:
                     ctx = FLAG_W + context
-                    bit, pos, x, rng = _code_flag(buf, pos, x, rng, p0s, rates, ctx, int(v == w), FLAG_RATE_LIMIT, decoding)
+                    bit, pos, code, range_ = _code_flag(buf, pos, code, range_, p0s, rates, ctx, int(v == w), FLAG_RATE_LIMIT, decoding)
                     if bit:
                         frame[y, col] = w
                         continue
                 if n != w and n != p:
                     ctx = FLAG_N + context
-                    bit, pos, x, rng = _code_flag(buf, pos, x, rng, p0s, rates, ctx, int(v == n), FLAG_RATE_LIMIT, decoding)
+                    bit, pos, code, range_ = _code_flag(buf, pos, code, range_, p0s, rates, ctx, int(v == n), FLAG_RATE_LIMIT, decoding)
                     if bit:
                         frame[y, col] = n
                         continue
@@ -232,8 +226,8 @@ def _code_stripe(buf, frame, previous, inter, k, top, bottom, decoding):
                     if value | (1 << level) >= k:
                         node <<= 1
                         continue
-                    bit, pos, x, rng = _code_flag(
-                        buf, pos, x, rng, p0s, rates, base + node, (v >> level) & 1, TREE_RATE_LIMIT, decoding
+                    bit, pos, code, range_ = _code_flag(
+                        buf, pos, code, range_, p0s, rates, base + node, (v >> level) & 1, TREE_RATE_LIMIT, decoding
                     )
                     node = (node << 1) | bit
                     value |= bit << level
@@ -241,20 +235,20 @@ def _code_stripe(buf, frame, previous, inter, k, top, bottom, decoding):
     if not decoding:
         buf = _reserve(buf, pos, 4)
         for _ in range(4):
-            buf[pos] = x >> 24
-            x = (x << 8) & _MASK32
+            buf[pos] = code >> 24
+            code = (code << 8) & _MASK32
             pos += 1
     return buf, pos
 
 
 @numba.njit(cache=True, nogil=True)
-def _encode_stripe(buf, frame, previous, inter, k, top, bottom):
-    return _code_stripe(buf, frame, previous, inter, k, top, bottom, False)
+def _encode_stripe(buf, frame, previous, inter, k, bits, top, bottom):
+    return _code_stripe(buf, frame, previous, inter, k, bits, top, bottom, False)
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_stripe(data, frame, previous, inter, k, top, bottom):
-    return _code_stripe(data, frame, previous, inter, k, top, bottom, True)[1]
+def _decode_stripe(data, frame, previous, inter, k, bits, top, bottom):
+    return _code_stripe(data, frame, previous, inter, k, bits, top, bottom, True)[1]
 
 
 # --- the public functions -------------------------------------------------------------------------
@@ -368,17 +362,19 @@ def encode_index_map(
             raise InputError(f"previous has shape {previous.shape}, indices {indices.shape}: they must match")
     if stripe_rows is None:
         stripe_rows = default_stripe_rows(width, height)
-    if not 1 <= stripe_rows <= height:
-        raise InputError(f"stripe_rows must lie in 1..{height}, got {stripe_rows}")
+    if not isinstance(stripe_rows, (int, np.integer)) or not 1 <= stripe_rows <= height:
+        raise InputError(f"stripe_rows must be an integer in 1..{height}, got {stripe_rows!r}")
+    stripe_rows = int(stripe_rows)
+    bits = index_bits(k)
     frame = _padded(indices)
     reference = _padded(previous) if inter else frame
-    tops = range(0, height, stripe_rows)
-    streams = _map_stripes(
-        lambda top: _encode_stripe(
-            np.empty(max(64, stripe_rows * width // 4), np.uint8), frame, reference, inter, k, top, min(top + stripe_rows, height)
-        ),
-        [(top,) for top in tops],
-    )
+
+    def encode(top: int) -> tuple[np.ndarray, int]:
+        bottom = min(top + stripe_rows, height)
+        first_guess = np.empty(max(64, (bottom - top) * width // 4), np.uint8)
+        return _encode_stripe(first_guess, frame, reference, inter, k, bits, top, bottom)
+
+    streams = _map_stripes(encode, [(top,) for top in range(0, height, stripe_rows)])
     header = bytes([MODE_INTER if inter else MODE_INTRA]) + stripe_rows.to_bytes(4, "little")
     lengths = b"".join(int(size).to_bytes(4, "little") for _, size in streams[:-1])
     return header + lengths + b"".join(buf[:size].tobytes() for buf, size in streams)
@@ -444,11 +440,12 @@ def decode_index_map(
             raise InputError(f"previous has shape {previous.shape}, expected {(height, width)}")
         reference = _padded(previous)
 
+    bits = index_bits(k)
+
     def decode(top: int, stream: memoryview) -> int:
         # A writable copy: the kernel shares its code with the encoder, which writes its buffer.
-        return len(stream) - _decode_stripe(
-            np.array(stream, np.uint8), frame, reference, inter, k, top, min(top + stripe_rows, height)
-        )
+        bottom = min(top + stripe_rows, height)
+        return len(stream) - _decode_stripe(np.array(stream, np.uint8), frame, reference, inter, k, bits, top, bottom)
 
     unread = _map_stripes(decode, list(zip(tops, streams)))
     for top, left_over in zip(tops, unread):
