@@ -146,8 +146,9 @@ def _code_stripe(buf, frame, previous, inter, k, bits, top, bottom, decoding):
     """Encode rows ``top``..``bottom``-1 of ``frame`` into ``buf`` (grown as needed), or decode into them.
 
     ``frame`` and ``previous`` are padded: pixel (y, x) lives at [y, x + 2], columns 0, 1 and the
-    last are zero, and the extra last row is zero; it stands for the rows above a stripe. Returns
-    the buffer and the number of bytes written or read.
+    last are zero, and the extra last row is zero; it stands for the rows above a stripe. To decode
+    inter data, ``frame`` starts as a copy of ``previous``, so unchanged blocks need no work.
+    Returns the buffer and the number of bytes written or read.
     """
     height = frame.shape[0] - 1
     width = frame.shape[1] - 3
@@ -182,9 +183,6 @@ def _code_stripe(buf, frame, previous, inter, k, bits, top, bottom, decoding):
             x0 = b * span + _PAD_LEFT
             x1 = min(x0 + span, width + _PAD_LEFT)
             if not changed[b]:
-                if decoding:
-                    for col in range(x0, x1):
-                        frame[y, col] = previous[y, col]
                 continue
             if not decoding:
                 buf = _reserve(buf, pos, _BYTES_PER_PIXEL_BOUND * span + 16)
@@ -432,13 +430,14 @@ def decode_index_map(
     lengths = [reader.u32() for _ in tops[:-1]]
     streams = [reader.take(size) for size in lengths]
     streams.append(reader.rest())
-    frame = np.zeros((height + 1, width + _PAD_LEFT + 1), np.uint8)
-    reference = frame
     if inter:
         previous = _check_map(previous, k, "previous")
         if previous.shape != (height, width):
             raise InputError(f"previous has shape {previous.shape}, expected {(height, width)}")
         reference = _padded(previous)
+        frame = reference.copy()
+    else:
+        frame = reference = np.zeros((height + 1, width + _PAD_LEFT + 1), np.uint8)
 
     bits = index_bits(k)
 
