@@ -100,7 +100,8 @@ def still_rows(runs: int) -> list[dict]:
             rows.append(row)
             print(
                 f"{name:13s} K={k:3d}  cm {row['cm_bpp']:.3f}  deflate {row['deflate_bpp']:.3f}  "
-                f"png8 {row.get('png8_bpp', float('nan')):.3f}  cm(png8 map) {row.get('cm_on_png8_map_bpp', float('nan')):.3f} bpp"
+                f"png8 {row.get('png8_bpp', float('nan')):.3f}  "
+                f"cm(png8 map) {row.get('cm_on_png8_map_bpp', float('nan')):.3f} bpp"
                 f"   encode {row['encode_mpx_s']:5.1f}  decode {row['decode_mpx_s']:5.1f} Mpx/s",
                 flush=True,
             )

@@ -176,8 +176,11 @@ def _code_stripe(buf, frame, previous, inter, k, bits, top, bottom, decoding):
                 left = changed[b - 1] if b > 0 else 0
                 ctx = FLAG_BLOCK + (left | (changed_above[b] << 1) | (changed_above[b + 1] << 2))
                 x0 = b * span + _PAD_LEFT
-                truth = 0 if decoding else _block_changed(frame, previous, y, bottom, x0, min(x0 + span, width + _PAD_LEFT))
-                bit, pos, code, range_ = _code_flag(buf, pos, code, range_, p0s, rates, ctx, truth, FLAG_RATE_LIMIT, decoding)
+                x1 = min(x0 + span, width + _PAD_LEFT)
+                truth = 0 if decoding else _block_changed(frame, previous, y, bottom, x0, x1)
+                bit, pos, code, range_ = _code_flag(
+                    buf, pos, code, range_, p0s, rates, ctx, truth, FLAG_RATE_LIMIT, decoding
+                )
                 changed[b] = bit
         for b in range(blocks):
             x0 = b * span + _PAD_LEFT
@@ -198,20 +201,28 @@ def _code_stripe(buf, frame, previous, inter, k, bits, top, bottom, decoding):
                     ctx = FLAG_P + _temporal_context(
                         w, n, frame[up, col + 1], p, previous[y, col - 1], previous[up, col], previous[up, col + 1]
                     )
-                    bit, pos, code, range_ = _code_flag(buf, pos, code, range_, p0s, rates, ctx, int(v == p), FLAG_RATE_LIMIT, decoding)
+                    bit, pos, code, range_ = _code_flag(
+                        buf, pos, code, range_, p0s, rates, ctx, int(v == p), FLAG_RATE_LIMIT, decoding
+                    )
                     if bit:
                         frame[y, col] = p
                         continue
-                context = _spatial_context(w, n, frame[up, col - 1], frame[up, col + 1], frame[y, col - 2], frame[up2, col])
+                context = _spatial_context(
+                    w, n, frame[up, col - 1], frame[up, col + 1], frame[y, col - 2], frame[up2, col]
+                )
                 if w != p:
                     ctx = FLAG_W + context
-                    bit, pos, code, range_ = _code_flag(buf, pos, code, range_, p0s, rates, ctx, int(v == w), FLAG_RATE_LIMIT, decoding)
+                    bit, pos, code, range_ = _code_flag(
+                        buf, pos, code, range_, p0s, rates, ctx, int(v == w), FLAG_RATE_LIMIT, decoding
+                    )
                     if bit:
                         frame[y, col] = w
                         continue
                 if n != w and n != p:
                     ctx = FLAG_N + context
-                    bit, pos, code, range_ = _code_flag(buf, pos, code, range_, p0s, rates, ctx, int(v == n), FLAG_RATE_LIMIT, decoding)
+                    bit, pos, code, range_ = _code_flag(
+                        buf, pos, code, range_, p0s, rates, ctx, int(v == n), FLAG_RATE_LIMIT, decoding
+                    )
                     if bit:
                         frame[y, col] = n
                         continue
