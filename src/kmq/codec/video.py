@@ -680,7 +680,7 @@ class KmqvReader:
         while True:
             prefix = self.stream.read(RECORD_PREFIX)
             if not prefix:
-                return
+                raise _DamagedRecord(offset, "is missing: the file ends there, without its keyframe index (cut short)")
             if len(prefix) < RECORD_PREFIX:
                 raise _DamagedRecord(offset, "is truncated")
             tag, length = _PREFIX.unpack(prefix)
