@@ -19,7 +19,7 @@ from kmq.quant.remap import indices_for_histogram, remap
 __all__ = ["quantize_pixels", "build_histogram", "fit_palette", "remap", "Histogram", "PaletteFit"]
 
 #: Lloyd iterations over the pixels themselves after the histogram fit.
-REFINE_ITERATIONS = 2
+REFINE_ITERATIONS = 1
 #: A histogram with at most this many bins per palette entry is rebuilt exactly (8 bits):
 #: so few colours are cheap to cluster one by one.
 _EXACT_BINS_PER_ENTRY = 4
@@ -48,7 +48,7 @@ def quantize_pixels(
     -------
     palette : ndarray, shape (n, C), uint8
         n <= k; when the image has at most k distinct colours they are the palette (lossless).
-        Entries are ordered from the most to the least used, and every entry is used.
+        Every entry is used; entries come roughly from the most to the least used.
     indices : ndarray, shape (H, W), uint8
 
     Raises
@@ -81,10 +81,10 @@ def quantize_pixels(
 
 
 def _used_entries_only(palette: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop entries no pixel uses and number the rest from the most used down."""
-    usage = np.bincount(indices.reshape(-1), minlength=len(palette))
-    order = np.argsort(-usage, kind="stable")
-    order = order[usage[order] > 0]
-    renumber = np.zeros(len(palette), np.uint8)
-    renumber[order] = np.arange(len(order), dtype=np.uint8)
-    return palette[order], renumber[indices]
+    """Drop the entries no pixel uses (rare: an entry can lose all its pixels to rounding or
+    dithering), keeping the order of the rest."""
+    used = np.bincount(indices.reshape(-1), minlength=len(palette)) > 0
+    if used.all():
+        return palette, indices
+    renumber = (np.cumsum(used) - 1).astype(np.uint8)
+    return palette[used], renumber[indices]

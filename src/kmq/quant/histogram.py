@@ -7,20 +7,25 @@ exact mean of its pixels. Each pixel's bin is kept too, for remapping without an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
 
 from kmq.errors import InputError
 
-__all__ = ["Histogram", "build_histogram", "coarsen", "default_bits", "histogram_of_rows", "as_pixel_rows", "EXACT_BITS", "DEFAULT_BITS"]
+__all__ = ["Histogram", "build_histogram", "coarsen", "coarsen_with_parents", "default_bits", "histogram_of_rows", "as_pixel_rows", "EXACT_BITS", "DEFAULT_BITS"]
 
 #: Bits per channel that keep every distinct colour apart (no reduction).
 EXACT_BITS = 8
 #: Bits per channel for photos: 64 levels per channel (bins 4 values wide) turn a photo into
 #: some tens of thousands of bins, narrow enough that few bins straddle two palette entries.
 DEFAULT_BITS = 6
+#: Large histograms are worked on in two levels: k-means seeds, restarts and relocations on
+#: the bins merged to this many bits per channel, and remap's bounds are found there first.
+COARSE_BITS = 5
+#: ...when the histogram has more bins than this.
+COARSE_MIN_BINS = 8192
 #: Images with at most this many pixels are binned exactly: reduction would save nothing.
 _EXACT_PIXEL_LIMIT = 1 << 14
 #: Key widths up to this many bits index a flat table directly instead of hashing.
@@ -60,6 +65,7 @@ class Histogram:
     bin_of_pixel: np.ndarray
     bits: int
     shape: tuple[int, int, int]
+    _coarser: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def channels(self) -> int:
@@ -75,6 +81,22 @@ class Histogram:
     def bin_width(self) -> int:
         """Width of a bin along each channel, in 0..255 units."""
         return 1 << (EXACT_BITS - self.bits)
+
+    def coarser(self, bits: int) -> tuple["Histogram", np.ndarray]:
+        """This histogram merged to ``bits`` per channel, and the coarse bin of each bin.
+
+        Computed once per histogram and kept: k-means and remap both start from it.
+        """
+        if bits not in self._coarser:
+            self._coarser[bits] = coarsen_with_parents(self, bits)
+        return self._coarser[bits]
+
+    def coarse_level(self) -> tuple["Histogram", np.ndarray] | None:
+        """:meth:`coarser` at :data:`COARSE_BITS` when this histogram is large enough to be
+        worked on in two levels, else None."""
+        if self.bits > COARSE_BITS and len(self.counts) > COARSE_MIN_BINS:
+            return self.coarser(COARSE_BITS)
+        return None
 
     def bin_box_centers(self) -> np.ndarray:
         """Centre of each bin's box of possible colours (n×C float64), for remap's bounds."""
@@ -164,15 +186,15 @@ def histogram_of_rows(rows: np.ndarray, bits: int, shape: tuple[int, int, int]) 
     direct = key_bits <= _DIRECT_TABLE_BITS
     # A hash table at most half full keeps probe sequences short.
     table_bits = key_bits if direct else max(4, (2 * min(rows.shape[0], 1 << key_bits) - 1).bit_length())
-    bin_of_pixel, counts, sums, squared, pure = _bin_pixels(rows, bits, table_bits, direct)
-    counts = counts.astype(np.float64)
-    color_sums = sums.astype(np.float64)
+    bin_of_pixel, totals = _bin_pixels(rows, bits, table_bits, direct)
+    counts = totals[:, _COUNT].astype(np.float64)
+    color_sums = totals[:, _SUMS : _SUMS + rows.shape[1]].astype(np.float64)
     return Histogram(
         colors=color_sums / counts[:, None],
         counts=counts,
         color_sums=color_sums,
-        squared_norm_sums=squared.astype(np.float64),
-        pure=pure.copy(),
+        squared_norm_sums=totals[:, _SQUARED].astype(np.float64),
+        pure=totals[:, _MIXED] == 0,
         bin_of_pixel=bin_of_pixel,
         bits=bits,
         shape=(int(shape[0]), int(shape[1]), int(shape[2])),
@@ -199,6 +221,11 @@ def coarsen(histogram: Histogram, bits: int) -> Histogram:
     >>> coarsen(build_histogram(image), 5).counts.tolist()
     [2.0, 1.0]
     """
+    return coarsen_with_parents(histogram, bits)[0]
+
+
+def coarsen_with_parents(histogram: Histogram, bits: int) -> tuple[Histogram, np.ndarray]:
+    """:func:`coarsen`, also returning the coarse bin of each fine bin (int32)."""
     if not 1 <= bits <= histogram.bits:
         raise InputError(f"bits must be 1..{histogram.bits}, got {bits}")
     key_bits = bits * histogram.channels
@@ -211,23 +238,38 @@ def coarsen(histogram: Histogram, bits: int) -> Histogram:
         rank = np.empty(len(first), np.int32)
         rank[np.argsort(first, kind="stable")] = np.arange(len(first), dtype=np.int32)
         parent, bin_count = rank[inverse], len(first)
-    counts = np.bincount(parent, weights=histogram.counts, minlength=bin_count)
-    color_sums = np.stack(
-        [np.bincount(parent, weights=histogram.color_sums[:, channel], minlength=bin_count) for channel in range(histogram.channels)],
-        axis=1,
+    counts, color_sums, squared, pure = _merge_bins(
+        parent, bin_count, histogram.counts, histogram.color_sums, histogram.squared_norm_sums, histogram.pure
     )
-    children = np.bincount(parent, minlength=bin_count)
-    impure_children = np.bincount(parent, weights=~histogram.pure, minlength=bin_count)
     return Histogram(
         colors=color_sums / counts[:, None],
         counts=counts,
         color_sums=color_sums,
-        squared_norm_sums=np.bincount(parent, weights=histogram.squared_norm_sums, minlength=bin_count),
-        pure=(children == 1) & (impure_children == 0),
+        squared_norm_sums=squared,
+        pure=pure,
         bin_of_pixel=parent[histogram.bin_of_pixel],
         bits=bits,
         shape=histogram.shape,
-    )
+    ), parent
+
+
+@numba.njit(cache=True)
+def _merge_bins(parent, bin_count, counts, color_sums, squared_norm_sums, pure):
+    """Totals of the coarse bins; a coarse bin is pure when it holds one fine bin, itself pure."""
+    merged_counts = np.zeros(bin_count)
+    merged_sums = np.zeros((bin_count, color_sums.shape[1]))
+    merged_squared = np.zeros(bin_count)
+    children = np.zeros(bin_count, np.int64)
+    merged_pure = np.ones(bin_count, np.bool_)
+    for child in range(parent.shape[0]):
+        into = parent[child]
+        merged_counts[into] += counts[child]
+        merged_squared[into] += squared_norm_sums[child]
+        for channel in range(color_sums.shape[1]):
+            merged_sums[into, channel] += color_sums[child, channel]
+        children[into] += 1
+        merged_pure[into] = merged_pure[into] and pure[child] and children[into] == 1
+    return merged_counts, merged_sums, merged_squared, merged_pure
 
 
 @numba.njit(cache=True)
@@ -248,6 +290,11 @@ def _parent_bins(levels, bits, key_bits):
     return parent, bin_count
 
 
+# Columns of the per-bin accumulator: one 64-byte row per bin, so updating a bin touches a
+# single cache line (separate arrays per total cost a cache miss each on large tables).
+_COUNT, _SQUARED, _FIRST_COLOUR, _MIXED, _SUMS = 0, 1, 2, 3, 4
+
+
 @numba.njit(cache=True)
 def _bin_pixels(rows, bits, table_bits, direct):
     """Assign every pixel a bin (numbered by first appearance) and total each bin.
@@ -263,28 +310,24 @@ def _bin_pixels(rows, bits, table_bits, direct):
     table_mask = table_size - 1
     hash_shift = np.uint64(64 - table_bits)
     capacity = min(pixel_count, table_size)
-    keys = np.empty(capacity, np.uint32)
-    first_colour = np.empty(capacity, np.uint32)
+    keys = np.empty(capacity, np.int64)
     # Rows are initialised when their bin first appears: zeroing the whole capacity up front
     # would cost more than the pass itself for large tables.
-    counts = np.empty(capacity, np.int64)
-    sums = np.empty((capacity, channels), np.int64)
-    squared = np.empty(capacity, np.int64)
-    pure = np.empty(capacity, np.bool_)
+    totals = np.empty((capacity, 8), np.int64)
     bin_of_pixel = np.empty(pixel_count, np.int32)
     bin_count = 0
-    previous_key = np.uint32(0)
+    previous_key = -1
     found = -1
     for pixel in range(pixel_count):
-        key = np.uint32(0)
-        colour = np.uint32(0)
+        key = 0
+        colour = 0
         for channel in range(channels):
-            value = np.uint32(rows[pixel, channel])
+            value = np.int64(rows[pixel, channel])
             key |= (value >> shift) << (bits * channel)
             colour |= value << (8 * channel)
-        if key != previous_key or found < 0:
+        if key != previous_key:
             if direct:
-                slot = np.int64(key)
+                slot = key
             else:
                 slot = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> hash_shift)
             while True:
@@ -297,21 +340,16 @@ def _bin_pixels(rows, bits, table_bits, direct):
                 bin_count += 1
                 table[slot] = found
                 keys[found] = key
-                first_colour[found] = colour
-                counts[found] = 0
-                squared[found] = 0
-                pure[found] = True
-                for channel in range(channels):
-                    sums[found, channel] = 0
+                totals[found, :] = 0
+                totals[found, _FIRST_COLOUR] = colour
             previous_key = key
         bin_of_pixel[pixel] = found
-        counts[found] += 1
-        if colour != first_colour[found]:
-            pure[found] = False
+        totals[found, _COUNT] += 1
+        totals[found, _MIXED] |= colour ^ totals[found, _FIRST_COLOUR]
         norm = 0
         for channel in range(channels):
             value = np.int64(rows[pixel, channel])
-            sums[found, channel] += value
+            totals[found, _SUMS + channel] += value
             norm += value * value
-        squared[found] += norm
-    return bin_of_pixel, counts[:bin_count], sums[:bin_count], squared[:bin_count], pure[:bin_count]
+        totals[found, _SQUARED] += norm
+    return bin_of_pixel, totals[:bin_count]

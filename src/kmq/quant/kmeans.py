@@ -14,9 +14,9 @@ import numpy as np
 
 from kmq.errors import InputError
 from kmq.quant._checks import check_colors, check_space
-from kmq.quant._vectors import WIDTH, padded
+from kmq.quant._vectors import WIDTH, padded, squared_distances_to_all, three_smallest, two_smallest
 from kmq.quant.colorspace import from_space, to_space
-from kmq.quant.histogram import Histogram, coarsen
+from kmq.quant.histogram import Histogram
 from kmq.quant.remap import assign_bins, pixels_nearest
 
 __all__ = [
@@ -35,17 +35,21 @@ FRESH_MAX_ITER = 300
 WARM_MAX_ITER = 8
 #: Stop once centres move less than this, as a fraction of the data's variance per point.
 RELATIVE_TOLERANCE = 1e-6
+#: Candidates drawn for each k-means++ centre; the one that lowers the potential most is kept.
+SEEDING_TRIALS = 3
 #: Independent seedings tried by a fresh fit; the one with the least distortion wins.
 DEFAULT_RESTARTS = 1
 #: Centre relocations tried by a fresh fit (see :func:`relocate_centres`).
-DEFAULT_RELOCATIONS = 10
+DEFAULT_RELOCATIONS = 6
 #: Iteration cap of the Lloyd run that settles each tried relocation.
-RELOCATION_MAX_ITER = 30
-#: A fresh fit first clusters the histogram merged to this many bits per channel (seeding,
-#: restarts, relocations are cheap there), then finishes on the full histogram.
-COARSE_BITS = 5
-#: ...when the full histogram has more bins than this.
-COARSE_MIN_BINS = 8192
+RELOCATION_MAX_ITER = 10
+#: Iteration cap of the run that finishes on the full histogram, starting from the coarse fit.
+FINISH_MAX_ITER = 5
+
+
+# Columns of the per-point bounds: distance to the own centre (upper bound), to the runner-up
+# centre (lower bound), and to every other centre (lower bound).
+_UPPER, _RUNNER_UP, _OTHERS = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,7 @@ def kmeans_plus_plus(
     ndarray, shape (k, C)
         When every point is already a centre, the remaining rows repeat the first centre.
     """
-    trials = 2 + int(np.log(k))
+    trials = SEEDING_TRIALS
     centres = np.empty((k, points.shape[1]))
     start = 0
     if fixed is not None:
@@ -222,7 +226,6 @@ def relocate_centres(data: "_WeightedPoints", clustering: "_Clustering", trials:
     _Clustering
         The best clustering found (``clustering`` itself when no move helped).
     """
-    cost = clustering.cost(data)
     tried = 0
     while tried < trials:
         removal, error, worst = _cluster_costs(data.points, data.weights, clustering.centres, clustering.labels)
@@ -235,9 +238,8 @@ def relocate_centres(data: "_WeightedPoints", clustering: "_Clustering", trials:
             candidate = clustering.copy()
             candidate.move_centre(data, victim, data.points[worst[target]])
             candidate.run_lloyd(data, RELOCATION_MAX_ITER)
-            candidate_cost = candidate.cost(data)
-            if candidate_cost < cost:
-                clustering, cost, improved = candidate, candidate_cost, True
+            if candidate.error < clustering.error:
+                clustering, improved = candidate, True
                 break
         if not improved:
             break
@@ -270,49 +272,56 @@ class _WeightedPoints:
         # RGB keeps the exact integer colour sums, so centroids are exact pixel means.
         sums = padded(histogram.color_sums) if space == "rgb" else points * histogram.counts[:, None]
         weights = np.ascontiguousarray(histogram.counts, dtype=np.float64)
-        mean = weights @ points / weights.sum()
-        variance = float(weights @ ((points - mean) ** 2).sum(axis=1) / weights.sum())
+        total = weights.sum()
+        mean = sums.sum(axis=0) / total
+        if space == "rgb":
+            # The pixels' own variance, from the exact totals the histogram keeps.
+            variance = histogram.squared_norm_sums.sum() / total - float(mean @ mean)
+        else:
+            variance = float(weights @ ((points - mean) ** 2).sum(axis=1)) / total
         return cls(points, sums, weights, RELATIVE_TOLERANCE * variance)
 
 
 @dataclass
 class _Clustering:
-    """Centres, each point's label, and Hamerly's bounds, kept valid from one call to the next.
+    """Centres, each point's label and runner-up, and distance bounds valid from call to call.
 
-    ``upper[i]`` is at least the distance from point i to its centre and ``lower[i]`` at most
-    the distance to any other centre.
+    ``bounds[i]`` holds an upper bound on the distance from point i to its centre, a lower bound
+    on the distance to its runner-up, and a lower bound on the distance to every other centre.
     """
 
     centres: np.ndarray
     labels: np.ndarray
-    upper: np.ndarray
-    lower: np.ndarray
+    runner_up: np.ndarray
+    bounds: np.ndarray
     assigned: bool = False
+    #: Total weighted squared distance of the points to their centres after the last run.
+    error: float = np.inf
 
     @classmethod
     def start(cls, centres: np.ndarray, points: int) -> "_Clustering":
         return cls(
             np.ascontiguousarray(centres, dtype=np.float64),
             np.zeros(points, np.int32),
-            np.zeros(points),
-            np.zeros(points),
+            np.zeros(points, np.int32),
+            np.zeros((points, 3)),
         )
 
     def copy(self) -> "_Clustering":
         return _Clustering(
-            self.centres.copy(), self.labels.copy(), self.upper.copy(), self.lower.copy(), self.assigned
+            self.centres.copy(), self.labels.copy(), self.runner_up.copy(), self.bounds.copy(), self.assigned, self.error
         )
 
     def run_lloyd(self, data: _WeightedPoints, max_iter: int) -> int:
         """Lloyd iterations until no point changes cluster, centres settle, or ``max_iter``."""
-        iterations = _weighted_lloyd(
+        iterations, self.error = _weighted_lloyd(
             data.points,
             data.sums,
             data.weights,
             self.centres,
             self.labels,
-            self.upper,
-            self.lower,
+            self.runner_up,
+            self.bounds,
             int(max_iter),
             float(data.tolerance),
             not self.assigned,
@@ -323,39 +332,43 @@ class _Clustering:
     def move_centre(self, data: _WeightedPoints, entry: int, position: np.ndarray) -> None:
         """Put centre ``entry`` at ``position`` and update every bound it touches, exactly.
 
-        Its own points learn their new distance; every other point can only have gained a
-        closer rival, at a distance now known, so its lower bound stays tight.
+        Its own points learn their new distance, and so do the points whose runner-up it is;
+        every other point can only have gained a closer rival, at a distance now known.
         """
         self.centres[entry] = position
         distances = np.sqrt(((data.points - position) ** 2).sum(axis=1))
         own = self.labels == entry
-        self.upper[own] = distances[own]
-        self.lower[~own] = np.minimum(self.lower[~own], distances[~own])
-
-    def cost(self, data: _WeightedPoints) -> float:
-        """Total weighted squared distance of the points to their centres."""
-        return float(data.weights @ ((data.points - self.centres[self.labels]) ** 2).sum(axis=1))
+        rival = (self.runner_up == entry) & ~own
+        other = ~(own | rival)
+        self.bounds[own, _UPPER] = distances[own]
+        self.bounds[rival, _RUNNER_UP] = distances[rival]
+        self.bounds[other, _OTHERS] = np.minimum(self.bounds[other, _OTHERS], distances[other])
 
 
 def _fresh_fit(histogram, data, k, seed, space, restarts, relocations, max_iter):
     """Seed and cluster on a coarse version of the histogram, then finish on the full one."""
     max_iter = FRESH_MAX_ITER if max_iter is None else max_iter
-    coarse_data = data
-    if histogram.bits > COARSE_BITS and len(data.weights) > COARSE_MIN_BINS:
-        coarse_data = _WeightedPoints.of(coarsen(histogram, COARSE_BITS), space)
+    coarse_data, parent = data, None
+    two_level = histogram.coarse_level()
+    if two_level is not None:
+        coarse, parent = two_level
+        coarse_data = _WeightedPoints.of(coarse, space)
     best = None
     for restart in range(max(1, restarts)):
         rng = np.random.default_rng([seed, restart])
-        clustering = _Clustering.start(kmeans_plus_plus(coarse_data.points, coarse_data.weights, k, rng), len(coarse_data.weights))
+        centres = kmeans_plus_plus(coarse_data.points, coarse_data.weights, k, rng)
+        clustering = _Clustering.start(centres, len(coarse_data.weights))
         iterations = clustering.run_lloyd(coarse_data, max_iter)
-        cost = clustering.cost(coarse_data)
-        if best is None or cost < best[0]:
-            best = (cost, clustering, iterations)
-    _, clustering, iterations = best
+        if best is None or clustering.error < best[0].error:
+            best = (clustering, iterations)
+    clustering, iterations = best
     clustering = relocate_centres(coarse_data, clustering, relocations)
-    if coarse_data is not data:
-        clustering = _Clustering.start(clustering.centres, len(data.weights))
-        iterations = clustering.run_lloyd(data, max_iter)
+    if parent is not None:
+        fine = _Clustering.start(clustering.centres, len(data.weights))
+        _inherit_assignment(data.points, coarse_data.points, parent, fine.centres, fine.labels, fine.runner_up, fine.bounds)
+        fine.assigned = True
+        iterations = fine.run_lloyd(data, min(max_iter, FINISH_MAX_ITER))
+        clustering = fine
     return clustering, iterations
 
 
@@ -391,28 +404,11 @@ def _squared_distance(points, i, centres, j):
 def _two_nearest(points, i, centres_by_channel, distances):
     """Nearest centre to point i and the squared distances to the nearest two.
 
-    Centres are stored channel by channel (C×k) so the distances to all of them are computed
+    Centres are stored channel by channel (4×k) so the distances to all of them are computed
     in one vectorisable sweep, into the scratch array ``distances``.
     """
-    k = centres_by_channel.shape[1]
-    distances[:] = 0.0
-    for channel in range(WIDTH):
-        value = points[i, channel]
-        for j in range(k):
-            difference = value - centres_by_channel[channel, j]
-            distances[j] += difference * difference
-    best = 0
-    best_distance = np.inf
-    second_distance = np.inf
-    for j in range(k):
-        distance = distances[j]
-        if distance < best_distance:
-            second_distance = best_distance
-            best_distance = distance
-            best = j
-        elif distance < second_distance:
-            second_distance = distance
-    return best, best_distance, second_distance
+    squared_distances_to_all(points[i], centres_by_channel, distances)
+    return two_smallest(distances)
 
 
 @numba.njit(cache=True)
@@ -466,7 +462,7 @@ def _seed_centres(points, weights, centres, start, uniforms):
 
 
 @numba.njit(cache=True)
-def replace_empty_clusters(points, point_sums, weights, centres, labels, cluster_sums, cluster_weights, upper, lower):
+def replace_empty_clusters(points, point_sums, weights, centres, labels, runner_up, cluster_sums, cluster_weights, bounds):
     """Re-seed every empty cluster at the worst-served point that can leave its own cluster.
 
     The worst-served point is the one contributing most error (weight times squared distance to
@@ -513,20 +509,41 @@ def replace_empty_clusters(points, point_sums, weights, centres, labels, cluster
             cluster_sums[old, channel] -= point_sums[i, channel]
             cluster_sums[j, channel] = point_sums[i, channel]
         labels[i] = j
-        upper[i] = 0.0
-        lower[i] = 0.0
+        runner_up[i] = old
+        # Zero lower bounds make the point search afresh at the next assignment.
+        bounds[i, :] = 0.0
         reseeded += 1
     return reseeded
 
 
 @numba.njit(cache=True)
-def _weighted_lloyd(points, point_sums, weights, centres, labels, upper, lower, max_iter, tolerance, fresh):
-    """Lloyd iterations with Hamerly's bounds, in place on centres, labels and bounds.
+def _search(points, i, centres_by_channel, scratch, labels, runner_up, bounds):
+    """Full search for point i: its nearest centre, runner-up, and exact bounds. Returns
+    whether its label changed."""
+    squared_distances_to_all(points[i], centres_by_channel, scratch)
+    best, best_distance, second, second_distance, third_distance = three_smallest(scratch)
+    changed = labels[i] != best
+    labels[i] = best
+    runner_up[i] = second
+    bounds[i, _UPPER] = np.sqrt(best_distance)
+    bounds[i, _RUNNER_UP] = np.sqrt(second_distance)
+    bounds[i, _OTHERS] = np.sqrt(third_distance)
+    return changed
 
-    A point is skipped while its upper bound stays below both its lower bound and half the gap
-    from its centre to the nearest other centre: its centre cannot have changed. With ``fresh``
-    every point is first assigned by full search; otherwise labels and bounds are taken as valid.
-    Returns the number of centre updates.
+
+@numba.njit(cache=True)
+def _weighted_lloyd(points, point_sums, weights, centres, labels, runner_up, bounds, max_iter, tolerance, fresh):
+    """Lloyd iterations with per-point distance bounds, in place on centres, labels and bounds.
+
+    Hamerly's scheme with the runner-up singled out: each point keeps an upper bound on the
+    distance to its centre, a lower bound on the distance to its runner-up, and one on the
+    distance to every other centre. While the upper bound stays below the lower bounds (or half
+    the gap from its centre to the nearest other centre) the point is skipped; a point on the
+    border of two clusters, the common case, then checks only its runner-up, and a full search
+    over all centres is left to points whose far bound fails. With ``fresh`` every point is first
+    assigned by full search; otherwise labels and bounds are taken as valid.
+
+    Returns the number of centre updates and the final error (weighted squared distances).
     """
     n = points.shape[0]
     k = centres.shape[0]
@@ -534,16 +551,14 @@ def _weighted_lloyd(points, point_sums, weights, centres, labels, upper, lower, 
     scratch = np.empty(k)
     if fresh:
         for i in range(n):
-            best, best_distance, second_distance = _two_nearest(points, i, centres_by_channel, scratch)
-            labels[i] = best
-            upper[i] = np.sqrt(best_distance)
-            lower[i] = np.sqrt(second_distance)
+            _search(points, i, centres_by_channel, scratch, labels, runner_up, bounds)
     total_weight = weights.sum()
     cluster_sums = np.empty((k, WIDTH))
     cluster_weights = np.empty(k)
     shift = np.empty(k)
     half_gap = np.empty(k)
     iterations = 0
+    finishing = False
     while True:
         if iterations > 0 or not fresh:
             for j in range(k):
@@ -555,19 +570,29 @@ def _weighted_lloyd(points, point_sums, weights, centres, labels, upper, lower, 
             changes = 0
             for i in range(n):
                 label = labels[i]
-                bound = max(half_gap[label], lower[i])
-                if upper[i] <= bound:
+                gate = max(half_gap[label], min(bounds[i, _RUNNER_UP], bounds[i, _OTHERS]))
+                if bounds[i, _UPPER] <= gate:
                     continue
-                upper[i] = np.sqrt(_squared_distance(points, i, centres, label))
-                if upper[i] <= bound:
+                upper = np.sqrt(_squared_distance(points, i, centres, label))
+                bounds[i, _UPPER] = upper
+                if upper <= gate:
                     continue
-                best, best_distance, second_distance = _two_nearest(points, i, centres_by_channel, scratch)
-                upper[i] = np.sqrt(best_distance)
-                lower[i] = np.sqrt(second_distance)
-                if best != label:
-                    labels[i] = best
+                if upper <= bounds[i, _OTHERS]:
+                    # Only the runner-up can be nearer.
+                    rival = runner_up[i]
+                    rival_distance = np.sqrt(_squared_distance(points, i, centres, rival))
+                    bounds[i, _RUNNER_UP] = rival_distance
+                    if rival_distance < upper:
+                        labels[i] = rival
+                        runner_up[i] = label
+                        bounds[i, _UPPER] = rival_distance
+                        bounds[i, _RUNNER_UP] = upper
+                        changes += 1
+                    continue
+                if _search(points, i, centres_by_channel, scratch, labels, runner_up, bounds):
                     changes += 1
-            if changes == 0 and iterations > 0:
+            # After the last update one more assignment leaves every label on its nearest centre.
+            if finishing or (changes == 0 and iterations > 0):
                 break
         cluster_sums[:] = 0.0
         cluster_weights[:] = 0.0
@@ -575,11 +600,8 @@ def _weighted_lloyd(points, point_sums, weights, centres, labels, upper, lower, 
             cluster_weights[labels[i]] += weights[i]
             for channel in range(WIDTH):
                 cluster_sums[labels[i], channel] += point_sums[i, channel]
-        replace_empty_clusters(points, point_sums, weights, centres, labels, cluster_sums, cluster_weights, upper, lower)
+        replace_empty_clusters(points, point_sums, weights, centres, labels, runner_up, cluster_sums, cluster_weights, bounds)
         movement = 0.0
-        largest = 0.0
-        second_largest = 0.0
-        largest_at = -1
         for j in range(k):
             shift[j] = 0.0
             if cluster_weights[j] <= 0.0:
@@ -592,21 +614,57 @@ def _weighted_lloyd(points, point_sums, weights, centres, labels, upper, lower, 
                 centres_by_channel[channel, j] = updated
             shift[j] = np.sqrt(squared_shift)
             movement += cluster_weights[j] * squared_shift
-            if shift[j] > largest:
-                second_largest = largest
-                largest = shift[j]
-                largest_at = j
-            elif shift[j] > second_largest:
-                second_largest = shift[j]
         iterations += 1
-        # Keep the bounds valid for the moved centres, also on the way out (callers resume).
+        # Keep the bounds valid for the moved centres, also on the way out (callers resume);
+        # the shifts are negated so three_smallest finds the largest (hence += below).
+        biggest, biggest_shift, second_biggest, second_shift, third_shift = three_smallest(-shift)
         for i in range(n):
             label = labels[i]
-            upper[i] += shift[label]
-            lower[i] -= second_largest if label == largest_at else largest
-        if iterations >= max_iter or movement <= tolerance * total_weight:
-            break
-    return iterations
+            rival = runner_up[i]
+            bounds[i, _UPPER] += shift[label]
+            bounds[i, _RUNNER_UP] -= shift[rival]
+            # The largest shift among the other centres is one of the three largest shifts.
+            if biggest != label and biggest != rival:
+                bounds[i, _OTHERS] += biggest_shift
+            elif second_biggest != label and second_biggest != rival:
+                bounds[i, _OTHERS] += second_shift
+            else:
+                bounds[i, _OTHERS] += third_shift
+        finishing = iterations >= max_iter or movement <= tolerance * total_weight
+    error = 0.0
+    for i in range(n):
+        error += weights[i] * _squared_distance(points, i, centres, labels[i])
+    return iterations, error
+
+
+@numba.njit(cache=True)
+def _inherit_assignment(points, coarse_points, parent, centres, labels, runner_up, bounds):
+    """Start each fine point from its coarse bin's nearest centre and runner-up, with valid bounds.
+
+    The two distances are measured; for any other centre j, the triangle inequality through
+    the coarse point c gives |x-j| >= |c-j| - |x-c| >= (c's third-nearest distance) - |x-c|.
+    One search per coarse bin replaces one per fine bin.
+    """
+    k = centres.shape[0]
+    centres_by_channel = np.ascontiguousarray(centres.T)
+    scratch = np.empty(k)
+    coarse_count = coarse_points.shape[0]
+    nearest = np.empty(coarse_count, np.int32)
+    second = np.empty(coarse_count, np.int32)
+    third_distance = np.empty(coarse_count)
+    for c in range(coarse_count):
+        squared_distances_to_all(coarse_points[c], centres_by_channel, scratch)
+        best, _, runner, _, third = three_smallest(scratch)
+        nearest[c] = best
+        second[c] = runner
+        third_distance[c] = np.sqrt(third)
+    for i in range(points.shape[0]):
+        c = parent[i]
+        labels[i] = nearest[c]
+        runner_up[i] = second[c]
+        bounds[i, _UPPER] = np.sqrt(_squared_distance(points, i, centres, nearest[c]))
+        bounds[i, _RUNNER_UP] = np.sqrt(_squared_distance(points, i, centres, second[c]))
+        bounds[i, _OTHERS] = third_distance[c] - np.sqrt(_squared_distance(points, i, coarse_points, c))
 
 
 @numba.njit(cache=True)

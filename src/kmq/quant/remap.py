@@ -16,7 +16,7 @@ import numpy as np
 
 from kmq.errors import InputError
 from kmq.quant.colorspace import srgb_pixel_to_oklab, to_space
-from kmq.quant._vectors import WIDTH, padded
+from kmq.quant._vectors import WIDTH, padded, squared_distances_to_all, two_smallest
 from kmq.quant.histogram import DEFAULT_BITS, Histogram, as_pixel_rows, histogram_of_rows
 from kmq.quant._checks import MAX_COLORS, check_dither, check_space
 
@@ -106,20 +106,40 @@ class BinAssignment:
 def assign_bins(histogram: Histogram, palette_points: np.ndarray) -> BinAssignment:
     """Find each bin's nearest palette entry (RGB), and the few rivals where the box is split.
 
+    A large histogram is first assigned at its coarse level: a fine bin inside a coarse bin
+    that one entry serves entirely is served by that entry too, and otherwise its rivals are
+    among the coarse bin's, so only those are measured.
+
     Parameters
     ----------
     histogram : Histogram
     palette_points : ndarray, shape (n, 4)
         Palette colours, padded by :func:`kmq.quant._vectors.padded`.
     """
-    # A bin whose pixels all share one colour is a box of size zero around that colour.
-    bin_points = padded(np.where(histogram.pure[:, None], histogram.colors, histogram.bin_box_centers()))
-    half_width = np.where(histogram.pure, 0.0, (histogram.bin_width - 1) / 2.0)
     l1_distances = np.abs(palette_points[:, None, :] - palette_points[None, :, :]).sum(axis=2)
-    nearest, candidate_start, candidates = _bins_candidates(
-        bin_points, half_width, np.ascontiguousarray(palette_points.T), l1_distances
+    palette_by_channel = np.ascontiguousarray(palette_points.T)
+    diagonal = np.sqrt(histogram.channels)
+    bin_points, half_width = _bin_boxes(histogram)
+    two_level = histogram.coarse_level()
+    if two_level is None:
+        return BinAssignment(*_bins_candidates(bin_points, half_width, diagonal, palette_by_channel, l1_distances))
+    coarse, parent = two_level
+    coarse_points, coarse_half_width = _bin_boxes(coarse)
+    coarse_nearest, coarse_start, coarse_candidates = _bins_candidates(
+        coarse_points, coarse_half_width, diagonal, palette_by_channel, l1_distances
     )
-    return BinAssignment(nearest, candidate_start, candidates)
+    return BinAssignment(
+        *_bins_candidates_within(
+            bin_points, half_width, parent, coarse_nearest, coarse_start, coarse_candidates, palette_points, l1_distances
+        )
+    )
+
+
+def _bin_boxes(histogram: Histogram) -> tuple[np.ndarray, np.ndarray]:
+    """Each bin's box of possible colours as a padded centre and a half-width; a bin whose
+    pixels all share one colour is a box of size zero around that colour."""
+    centres = padded(np.where(histogram.pure[:, None], histogram.colors, histogram.bin_box_centers()))
+    return centres, np.where(histogram.pure, 0.0, (histogram.bin_width - 1) / 2.0)
 
 
 def indices_for_histogram(
@@ -222,17 +242,6 @@ def _ordered_spread(palette: np.ndarray) -> float:
 
 
 @numba.njit(cache=True)
-def _squared_distances_to_entries(point, palette_by_channel, out):
-    """Squared distance from one padded point to every entry (entries stored 4×n)."""
-    out[:] = 0.0
-    for channel in range(WIDTH):
-        value = point[channel]
-        for j in range(palette_by_channel.shape[1]):
-            difference = value - palette_by_channel[channel, j]
-            out[j] += difference * difference
-
-
-@numba.njit(cache=True)
 def _squared_distance_to_entry(point, palette_points, entry):
     total = 0.0
     for channel in range(WIDTH):
@@ -246,17 +255,18 @@ def _nearest_of_points(points, palette_by_channel):
     distances = np.empty(palette_by_channel.shape[1])
     nearest = np.empty(points.shape[0], np.int32)
     for b in range(points.shape[0]):
-        _squared_distances_to_entries(points[b], palette_by_channel, distances)
+        squared_distances_to_all(points[b], palette_by_channel, distances)
         nearest[b] = np.argmin(distances)
     return nearest
 
 
 @numba.njit(cache=True)
-def _bins_candidates(bin_points, half_width, palette_by_channel, l1_distances):
+def _bins_candidates(bin_points, half_width, diagonal, palette_by_channel, l1_distances):
     """Nearest entry to each bin's reference point, and the entries that can beat it in the box.
 
     Entry a beats entry j for every colour p of the box with centre c and half-width h exactly
     when |c-j|² - |c-a|² >= 2h·|a-j|₁ (the box's worst corner along the line from a to j).
+    ``diagonal`` is the square root of the channel count: the box's radius over its half-width.
     """
     bins = bin_points.shape[0]
     entries = palette_by_channel.shape[1]
@@ -266,11 +276,13 @@ def _bins_candidates(bin_points, half_width, palette_by_channel, l1_distances):
     used = 0
     distances = np.empty(entries)
     for b in range(bins):
-        _squared_distances_to_entries(bin_points[b], palette_by_channel, distances)
-        best = np.argmin(distances)
+        squared_distances_to_all(bin_points[b], palette_by_channel, distances)
+        best, best_distance, second_distance = two_smallest(distances)
         nearest[b] = best
         candidate_start[b] = used
-        if half_width[b] <= 0.0:
+        # Cheap first test: the box lies inside a ball, and a ball nearer to one entry than
+        # to the second nearest by its diameter is served by that entry throughout.
+        if np.sqrt(second_distance) - np.sqrt(best_distance) >= 2.0 * half_width[b] * diagonal:
             continue
         if used + entries > candidates.shape[0]:
             grown = np.empty(2 * candidates.shape[0], np.int32)
@@ -282,6 +294,59 @@ def _bins_candidates(bin_points, half_width, palette_by_channel, l1_distances):
         margin = 2.0 * half_width[b]
         for j in range(entries):
             if j != best and distances[j] - distances[best] < margin * l1_distances[best, j]:
+                candidates[used] = j
+                used += 1
+        if used == first + 1:
+            used = first
+    candidate_start[bins] = used
+    return nearest, candidate_start, candidates[:used].copy()
+
+
+@numba.njit(cache=True)
+def _bins_candidates_within(
+    bin_points, half_width, parent, parent_nearest, parent_start, parent_candidates, palette_points, l1_distances
+):
+    """:func:`_bins_candidates` for bins nested in coarser bins whose candidates are known.
+
+    Any entry nearest to some colour of a fine box is nearest to that colour of the enclosing
+    coarse box, so it is one of the coarse bin's candidates (or its certain entry).
+    """
+    bins = bin_points.shape[0]
+    nearest = np.empty(bins, np.int32)
+    candidate_start = np.empty(bins + 1, np.int32)
+    candidates = np.empty(parent_candidates.shape[0] * 4 + 16, np.int32)
+    distances = np.empty(palette_points.shape[0])
+    used = 0
+    for b in range(bins):
+        p = parent[b]
+        start = parent_start[p]
+        stop = parent_start[p + 1]
+        candidate_start[b] = used
+        if start == stop:
+            nearest[b] = parent_nearest[p]
+            continue
+        best = -1
+        best_distance = np.inf
+        for position in range(start, stop):
+            j = parent_candidates[position]
+            distances[j] = _squared_distance_to_entry(bin_points[b], palette_points, j)
+            if distances[j] < best_distance:
+                best_distance = distances[j]
+                best = j
+        nearest[b] = best
+        if half_width[b] <= 0.0:
+            continue
+        if used + stop - start > candidates.shape[0]:
+            grown = np.empty(2 * candidates.shape[0] + stop - start, np.int32)
+            grown[:used] = candidates[:used]
+            candidates = grown
+        first = used
+        candidates[used] = best
+        used += 1
+        margin = 2.0 * half_width[b]
+        for position in range(start, stop):
+            j = parent_candidates[position]
+            if j != best and distances[j] - best_distance < margin * l1_distances[best, j]:
                 candidates[used] = j
                 used += 1
         if used == first + 1:
