@@ -76,7 +76,9 @@ def test_compress_with_k_auto_writes_the_smallest_k_that_reaches_the_target(tmp_
 
 
 @pytest.mark.parametrize(
-    "arguments", [("-k", "auto"), ("--target-psnr", "30"), ("-k", "auto", "--target-ssim", "2")], ids=["no target", "no auto", "bad ssim"]
+    "arguments",
+    [("-k", "auto"), ("--target-psnr", "30"), ("-k", "auto", "--target-ssim", "2")],
+    ids=["no target", "no auto", "bad ssim"],
 )
 def test_compress_refuses_inconsistent_auto_options(tmp_path, photo, arguments):
     source = tmp_path / "photo.png"
@@ -89,7 +91,10 @@ def test_compress_refuses_inconsistent_auto_options(tmp_path, photo, arguments):
 def test_analyze_with_k_auto_reports_every_k_the_bisection_tried(tmp_path, photo):
     source = tmp_path / "photo.png"
     Image.fromarray(_small(photo)).save(source)
-    result = run_kmq("analyze", str(source), "-k", "auto", "--target-psnr", "30", "--methods", "kmeans", "-o", str(tmp_path / "r"), "--json")
+    folder = tmp_path / "r"
+    result = run_kmq(
+        "analyze", str(source), "-k", "auto", "--target-psnr", "30", "--methods", "kmeans", "-o", str(folder), "--json"
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     tried = {step["k"]: step["psnr"] for step in summary["auto"]["tried"]}
@@ -98,4 +103,4 @@ def test_analyze_with_k_auto_reports_every_k_the_bisection_tried(tmp_path, photo
     assert summary["ks"] == sorted(tried)
     rows = {row["k"]: row for row in summary["rows"]}
     assert rows[chosen]["psnr"] == pytest.approx(tried[chosen], abs=1e-9)
-    assert "Automatic K" in (tmp_path / "r" / "report.html").read_text()
+    assert "Automatic K" in (folder / "report.html").read_text()

@@ -27,7 +27,9 @@ def small_photo_file(tmp_path_factory, photo) -> Path:
 def analyzed(small_photo_file, tmp_path_factory) -> tuple[Path, dict]:
     """`kmq analyze --json` run once with every method at two K."""
     folder = tmp_path_factory.mktemp("report") / "out"
-    result = run_kmq("analyze", str(small_photo_file), "-k", "8,32", "--methods", ALL_METHODS, "-o", str(folder), "--json")
+    result = run_kmq(
+        "analyze", str(small_photo_file), "-k", "8,32", "--methods", ALL_METHODS, "-o", str(folder), "--json"
+    )
     assert result.returncode == 0, result.stderr
     return folder, json.loads(result.stdout)
 
@@ -53,7 +55,8 @@ def test_json_numbers_equal_the_metrics_api_on_the_coded_files(analyzed, small_p
         assert row["bits_per_pixel_coded"] == pytest.approx(bits_per_pixel(size, width, height), rel=1e-12)
         assert row["bits_per_pixel_packed"] == math.ceil(math.log2(row["colors"]))
         assert row["reduction_vs_raw"] == pytest.approx(compression_ratio(width * height * 3, size), rel=1e-12)
-        assert row["reduction_vs_input"] == pytest.approx(compression_ratio(small_photo_file.stat().st_size, size), rel=1e-12)
+        input_bytes = small_photo_file.stat().st_size
+        assert row["reduction_vs_input"] == pytest.approx(compression_ratio(input_bytes, size), rel=1e-12)
         assert row["seconds"] > 0
 
 
@@ -89,7 +92,14 @@ def test_report_opens_offline_in_headless_chromium(analyzed, tmp_path):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -143,10 +153,11 @@ def test_minibatch_is_skipped_with_a_reason_without_scikit_learn(monkeypatch, ph
 
 
 def test_analyze_prints_a_table_and_the_report_path(small_photo_file, tmp_path):
-    result = run_kmq("analyze", str(small_photo_file), "-k", "16", "--methods", "kmeans,octree", "-o", str(tmp_path / "r"))
+    folder = tmp_path / "r"
+    result = run_kmq("analyze", str(small_photo_file), "-k", "16", "--methods", "kmeans,octree", "-o", str(folder))
     assert result.returncode == 0, result.stderr
     assert "PSNR" in result.stdout and "octree" in result.stdout
-    assert str(tmp_path / "r" / "report.html") in result.stdout.replace("\n", "")
+    assert str(folder / "report.html") in result.stdout.replace("\n", "")
 
 
 @pytest.mark.parametrize(
@@ -176,5 +187,6 @@ def test_an_ignored_alpha_channel_is_reported(tmp_path):
 
     image = np.random.default_rng(3).integers(0, 256, (24, 32, 4), dtype=np.uint8)
     report = analyze_image(image, tmp_path / "r", ks=(4,), methods=("kmeans",))
-    assert report.summary()["notices"] == ["The image has transparency: the comparison uses its RGB channels and ignores alpha."]
+    notice = "The image has transparency: the comparison uses its RGB channels and ignores alpha."
+    assert report.summary()["notices"] == [notice]
     assert "ignores alpha" in (tmp_path / "r" / "report.html").read_text()

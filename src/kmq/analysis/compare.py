@@ -148,7 +148,9 @@ class Comparison:
             "bits_per_pixel_coded": bits_per_pixel(coded_bytes, self.width, self.height),
             "kmq_bytes": coded_bytes,
             "reduction_vs_raw": compression_ratio(self.raw_bytes, coded_bytes),
-            "reduction_vs_input": None if self.input_bytes is None else compression_ratio(self.input_bytes, coded_bytes),
+            "reduction_vs_input": (
+                None if self.input_bytes is None else compression_ratio(self.input_bytes, coded_bytes)
+            ),
             "seconds": trial.seconds,
         }
 
@@ -167,7 +169,9 @@ class Comparison:
         if ahead:
             low, high = min(gaps[k] for k in ahead), max(gaps[k] for k in ahead)
             where = "at every K" if not behind else "at K = " + ", ".join(map(str, ahead))
-            sentences.append(f"k-means is ahead of hierarchical (Ward) clustering on PSNR {where}, by {low:.2f} to {high:.2f} dB.")
+            sentences.append(
+                f"k-means is ahead of hierarchical (Ward) clustering on PSNR {where}, by {low:.2f} to {high:.2f} dB."
+            )
         for k in behind:
             sentences.append(
                 f"On this image hierarchical (Ward) clustering is not behind k-means at K = {k}: "

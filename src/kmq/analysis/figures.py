@@ -114,7 +114,9 @@ def k_figure(comparison: Comparison, k: int, name: str = "image") -> bytes:
     aspect = comparison.height / comparison.width
     width = max(13.0, 2.6 * columns)
     figure = _figure(width, width / 3 * aspect + width / columns + 0.9)
-    figure.suptitle(f"{name}: K = {k}, {LABELS[lead]}; yellow box = zoomed region where detail is lost most", fontsize=12)
+    figure.suptitle(
+        f"{name}: K = {k}, {LABELS[lead]}; yellow box = zoomed region where detail is lost most", fontsize=12
+    )
     upper, lower = figure.subfigures(2, 1, height_ratios=[width / 3 * aspect, width / columns])
     whole = upper.subplots(1, 3)
     _show(whole[0], pixels, f"original ({comparison.width}×{comparison.height})")
@@ -173,13 +175,18 @@ def colour_space_figure(comparison: Comparison, name: str = "image") -> bytes:
     from matplotlib.lines import Line2D
 
     k = scatter_k(comparison.ks)
-    methods = [method for method in ("kmeans", "hierarchical") if method in comparison.methods] or comparison.methods[:1]
+    methods = [method for method in ("kmeans", "hierarchical") if method in comparison.methods]
+    methods = methods or comparison.methods[:1]
     sample = _sample(comparison.pixels, _SCATTER_SAMPLE)
     points = comparison.pixels.reshape(-1, 3)[sample]
     panels = 1 + len(methods)
     # 3-D axes keep a cube's aspect, which constrained layout pads generously: place them by hand
     figure = _figure(4.6 * panels, 4.4, layout=None)
-    figure.suptitle(f"{name}: the colour space before and after clustering (K = {k}, {len(sample):,} sampled pixels)", fontsize=12, y=0.98)
+    figure.suptitle(
+        f"{name}: the colour space before and after clustering (K = {k}, {len(sample):,} sampled pixels)",
+        fontsize=12,
+        y=0.98,
+    )
     axes = figure.add_axes((0.0, 0.02, 1.0 / panels, 0.98), projection="3d")
     axes.scatter(*points.T, c=points / 255.0, s=3, depthshade=False, linewidths=0)
     _rgb_axes(axes, "the space to cluster: pixels in their own colours")
@@ -188,11 +195,22 @@ def colour_space_figure(comparison: Comparison, name: str = "image") -> bytes:
         labels = trial.indices.reshape(-1)[sample]
         axes = figure.add_axes(((panel - 1.0) / panels, 0.02, 1.0 / panels, 0.98), projection="3d")
         axes.scatter(*points.T, c=trial.palette[labels] / 255.0, s=3, depthshade=False, linewidths=0)
-        axes.scatter(*trial.palette.T, c=trial.palette / 255.0, s=90, edgecolors="black", linewidths=1.2, depthshade=False)
+        axes.scatter(
+            *trial.palette.T, c=trial.palette / 255.0, s=90, edgecolors="black", linewidths=1.2, depthshade=False
+        )
         _rgb_axes(axes, f"after {LABELS[method]}: coloured by centroid")
     handles = [
         Line2D([], [], linestyle="", marker="o", markersize=4, color="grey", label="pixel (sample)"),
-        Line2D([], [], linestyle="", marker="o", markersize=10, markerfacecolor="lightgrey", markeredgecolor="black", label=f"centroid (K = {k})"),
+        Line2D(
+            [],
+            [],
+            linestyle="",
+            marker="o",
+            markersize=10,
+            markerfacecolor="lightgrey",
+            markeredgecolor="black",
+            label=f"centroid (K = {k})",
+        ),
     ]
     figure.legend(handles=handles, loc="lower center", ncol=2, fontsize=9, frameon=False)
     return png_bytes(figure)

@@ -86,7 +86,9 @@ def fit_palettes(method: str, pixels: np.ndarray, ks: Sequence[int], *, seed: in
     return _FITTERS[method](pixels, list(ks), seed)
 
 
-def _timed(fit: Callable[[int], np.ndarray], ks: list[int], result: MethodPalettes, extra_seconds: float = 0.0) -> MethodPalettes:
+def _timed(
+    fit: Callable[[int], np.ndarray], ks: list[int], result: MethodPalettes, extra_seconds: float = 0.0
+) -> MethodPalettes:
     for k in ks:
         started = time.perf_counter()
         palette = fit(k)
@@ -132,7 +134,8 @@ def _pillow(method_name: str) -> Callable[[np.ndarray, list[int], int], MethodPa
             used = np.unique(np.asarray(quantized))
             return entries[used]
 
-        return _timed(palette, ks, MethodPalettes(method_name, note="Pillow's palette; Pillow's own pixel mapping discarded"))
+        result = MethodPalettes(method_name, note="Pillow's palette; Pillow's own pixel mapping discarded")
+        return _timed(palette, ks, result)
 
     return fit
 
@@ -153,7 +156,8 @@ def _minibatch(pixels: np.ndarray, ks: list[int], seed: int) -> MethodPalettes:
             model = MiniBatchKMeans(n_clusters=min(k, rows.shape[0]), random_state=seed, n_init="auto").fit(rows)
         return np.clip(np.rint(model.cluster_centers_), 0, 255)
 
-    result = MethodPalettes("minibatch", note=f"{rows.shape[0]:,} pixels, scikit-learn defaults (batch 1024, k-means++)")
+    note = f"{rows.shape[0]:,} pixels, scikit-learn defaults (batch 1024, k-means++)"
+    result = MethodPalettes("minibatch", note=note)
     return _timed(palette, ks, result)
 
 

@@ -216,7 +216,8 @@ th, td { padding: 3px 9px; border-bottom: 1px solid #e4e4e4; text-align: right; 
 th { background: #f4f4f4; position: sticky; top: 0; } td.method, th.method { text-align: left; white-space: nowrap; }
 tr.first td { border-top: 2px solid #bbb; } td.best { font-weight: bold; color: #0a5; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 0.92em; } .finding { background: #f6fbf4; border-left: 4px solid #4a4; padding: 0.5em 1em; }
+figcaption { color: #555; font-size: 0.92em; }
+.finding { background: #f6fbf4; border-left: 4px solid #4a4; padding: 0.5em 1em; }
 .warning { background: #fff8e6; border-left: 4px solid #d90; padding: 0.5em 1em; } dt { font-weight: bold; }
 """
 
@@ -266,9 +267,11 @@ def _methods_list(comparison: Comparison) -> str:
     items = []
     for method, description in METHODS.items():
         if method in comparison.notes:
-            items.append(f"<dt>{figures.LABELS[method]}</dt><dd>{html.escape(description)}. {html.escape(_sentence(comparison.notes[method]))}</dd>")
+            note = html.escape(_sentence(comparison.notes[method]))
+            items.append(f"<dt>{figures.LABELS[method]}</dt><dd>{html.escape(description)}. {note}</dd>")
         elif method in comparison.skipped:
-            items.append(f"<dt>{figures.LABELS[method]}</dt><dd class=warning>{html.escape(comparison.skipped[method])}</dd>")
+            reason = html.escape(comparison.skipped[method])
+            items.append(f"<dt>{figures.LABELS[method]}</dt><dd class=warning>{reason}</dd>")
     return f"<dl>{''.join(items)}</dl>"
 
 
@@ -307,11 +310,10 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
     """
     comparison = report.comparison
     name = html.escape(report.name)
-    input_line = (
-        f", input file {comparison.input_bytes:,} bytes ({8 * comparison.input_bytes / (comparison.width * comparison.height):.2f} bits/pixel)"
-        if comparison.input_bytes
-        else ""
-    )
+    input_line = ""
+    if comparison.input_bytes:
+        input_bpp = 8 * comparison.input_bytes / (comparison.width * comparison.height)
+        input_line = f", input file {comparison.input_bytes:,} bytes ({input_bpp:.2f} bits/pixel)"
     findings = "".join(f"<p class=finding>{html.escape(sentence)}</p>" for sentence in comparison.findings())
     findings += "".join(f"<p class=warning>{html.escape(notice)}</p>" for notice in report.notices)
     k_figures = "".join(
@@ -340,16 +342,19 @@ context-modelled coder into a .kmq file. So the methods differ in their palettes
 {_methods_list(comparison)}
 <h2>Numbers</h2>
 <p>PSNR over the RGB channels; SSIM with a Gaussian window (σ = 1.5), averaged over channels; bits per pixel
-<em>packed</em> = ⌈log₂ colours⌉, the fixed-width index size; bits per pixel <em>coded</em> = 8 × .kmq file size ÷ pixels
+<em>packed</em> = ⌈log₂ colours⌉, the fixed-width index size;
+bits per pixel <em>coded</em> = 8 × .kmq file size ÷ pixels
 (palette and headers included); time = palette + remap + coding on this machine. Bold: best PSNR at that K.</p>
 {_table(comparison)}
 <h2>Rate and distortion</h2>
-{_figure(images, "rate_distortion", "rate-distortion curves", "Quality against bits per pixel on disk: up and to the left is better.")}
+{_figure(images, "rate_distortion", "rate-distortion curves",
+         "Quality against bits per pixel on disk: up and to the left is better.")}
 <h2>The colour space</h2>
 {_figure(images, "colour_space", "RGB colour space before and after clustering",
          f"A random sample of the pixels in RGB space, first in their own colours, then in the colour of the centroid "
          f"they are mapped to at K = {scatter}; the ringed discs are the centroids.")}
-{_figure(images, "palettes", "palette swatches", "Each palette sorted by how many pixels use each colour; widths are shares of the pixels.")}
+{_figure(images, "palettes", "palette swatches",
+         "Each palette sorted by how many pixels use each colour; widths are shares of the pixels.")}
 <h2>Pictures at each K</h2>
 {k_figures}
 """
