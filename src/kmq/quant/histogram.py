@@ -340,7 +340,8 @@ def _bin_pixels(rows, bits, table_bits, direct):
                 bin_count += 1
                 table[slot] = found
                 keys[found] = key
-                totals[found, :] = 0
+                for column in range(8):
+                    totals[found, column] = 0
                 totals[found, _FIRST_COLOUR] = colour
             previous_key = key
         bin_of_pixel[pixel] = found

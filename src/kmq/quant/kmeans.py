@@ -14,7 +14,7 @@ import numpy as np
 
 from kmq.errors import InputError
 from kmq.quant._checks import check_colors, check_space
-from kmq.quant._vectors import WIDTH, padded, squared_distances_to_all, three_smallest, two_smallest
+from kmq.quant._vectors import WIDTH, padded, squared_distances_to_all, three_smallest
 from kmq.quant.colorspace import from_space, to_space
 from kmq.quant.histogram import Histogram
 from kmq.quant.remap import assign_bins, pixels_nearest
@@ -36,13 +36,15 @@ WARM_MAX_ITER = 8
 #: Stop once centres move less than this, as a fraction of the data's variance per point.
 RELATIVE_TOLERANCE = 1e-6
 #: Candidates drawn for each k-means++ centre; the one that lowers the potential most is kept.
-SEEDING_TRIALS = 3
+SEEDING_TRIALS = 6
 #: Independent seedings tried by a fresh fit; the one with the least distortion wins.
 DEFAULT_RESTARTS = 1
 #: Centre relocations tried by a fresh fit (see :func:`relocate_centres`).
-DEFAULT_RELOCATIONS = 6
+DEFAULT_RELOCATIONS = 3
 #: Iteration cap of the Lloyd run that settles each tried relocation.
-RELOCATION_MAX_ITER = 10
+RELOCATION_MAX_ITER = 4
+#: Relocations tried again on the full histogram, after the coarse fit has been carried over.
+FINE_RELOCATIONS = 2
 #: Iteration cap of the run that finishes on the full histogram, starting from the coarse fit.
 FINISH_MAX_ITER = 5
 
@@ -228,7 +230,9 @@ def relocate_centres(data: "_WeightedPoints", clustering: "_Clustering", trials:
     """
     tried = 0
     while tried < trials:
-        removal, error, worst = _cluster_costs(data.points, data.weights, clustering.centres, clustering.labels)
+        removal, error, worst = _cluster_costs(
+            data.points, data.weights, clustering.centres, clustering.labels, clustering.runner_up
+        )
         pairs = _relocation_pairs(removal, error)
         improved = False
         for victim, target in pairs:
@@ -368,7 +372,7 @@ def _fresh_fit(histogram, data, k, seed, space, restarts, relocations, max_iter)
         _inherit_assignment(data.points, coarse_data.points, parent, fine.centres, fine.labels, fine.runner_up, fine.bounds)
         fine.assigned = True
         iterations = fine.run_lloyd(data, min(max_iter, FINISH_MAX_ITER))
-        clustering = fine
+        clustering = relocate_centres(data, fine, FINE_RELOCATIONS)
     return clustering, iterations
 
 
@@ -391,24 +395,13 @@ def _most_used_first(palette, counts, labels):
     return palette[order], counts[order], rank[labels].astype(np.int32)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _squared_distance(points, i, centres, j):
     total = 0.0
     for channel in range(WIDTH):
         difference = points[i, channel] - centres[j, channel]
         total += difference * difference
     return total
-
-
-@numba.njit(cache=True)
-def _two_nearest(points, i, centres_by_channel, distances):
-    """Nearest centre to point i and the squared distances to the nearest two.
-
-    Centres are stored channel by channel (4×k) so the distances to all of them are computed
-    in one vectorisable sweep, into the scratch array ``distances``.
-    """
-    squared_distances_to_all(points[i], centres_by_channel, distances)
-    return two_smallest(distances)
 
 
 @numba.njit(cache=True)
@@ -423,6 +416,38 @@ def _distances_to_point(points_by_channel, centre, nearest_so_far, out):
         out[i] = min(total, nearest_so_far[i])
 
 
+@numba.njit(cache=True, inline="always")
+def _copy_row(source, source_row, target, target_row):
+    # Explicit: numba compiles a row-to-row slice assignment very slowly.
+    for channel in range(WIDTH):
+        target[target_row, channel] = source[source_row, channel]
+
+
+@numba.njit(cache=True, inline="always")
+def _running_total(values, out):
+    """Cumulative sums of ``values`` into ``out``; returns the total."""
+    total = 0.0
+    for i in range(values.shape[0]):
+        total += values[i]
+        out[i] = total
+    return total
+
+
+@numba.njit(cache=True, inline="always")
+def _draw(cumulative, uniform):
+    """The index whose share of the running total holds ``uniform`` (in [0, 1)) of the total."""
+    target = uniform * cumulative[-1]
+    low = 0
+    high = cumulative.shape[0] - 1
+    while low < high:
+        middle = (low + high) // 2
+        if cumulative[middle] > target:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 @numba.njit(cache=True)
 def _seed_centres(points, weights, centres, start, uniforms):
     n = points.shape[0]
@@ -430,35 +455,37 @@ def _seed_centres(points, weights, centres, start, uniforms):
     trials = uniforms.shape[1] - 1
     points_by_channel = np.ascontiguousarray(points.T)
     nearest = np.full(n, np.inf)
+    cumulative = np.empty(n)
     if start == 0:
-        cumulative = np.cumsum(weights)
-        first = min(np.searchsorted(cumulative, uniforms[0, 0] * cumulative[-1], side="right"), n - 1)
-        centres[0] = points[first]
+        _running_total(weights, cumulative)
+        _copy_row(points, _draw(cumulative, uniforms[0, 0]), centres, 0)
         start = 1
     for j in range(start):
         _distances_to_point(points_by_channel, centres[j], nearest, nearest)
     candidate_nearest = np.empty(n)
     best_nearest = np.empty(n)
+    potential = np.empty(n)
     for j in range(start, k):
-        cumulative = np.cumsum(weights * nearest)
-        total = cumulative[-1]
-        if total <= 0.0:
+        for i in range(n):
+            potential[i] = weights[i] * nearest[i]
+        if _running_total(potential, cumulative) <= 0.0:
             # Every point is a centre already; repeat one so the palette keeps k rows.
             for rest in range(j, k):
-                centres[rest] = centres[0]
+                _copy_row(centres, 0, centres, rest)
             return
         best_cost = np.inf
         for trial in range(trials):
-            candidate = min(np.searchsorted(cumulative, uniforms[j, trial + 1] * total, side="right"), n - 1)
+            candidate = _draw(cumulative, uniforms[j, trial + 1])
             _distances_to_point(points_by_channel, points[candidate], nearest, candidate_nearest)
             cost = 0.0
             for i in range(n):
                 cost += weights[i] * candidate_nearest[i]
             if cost < best_cost:
                 best_cost = cost
-                centres[j] = points[candidate]
-                best_nearest[:] = candidate_nearest
-        nearest[:] = best_nearest
+                _copy_row(points, candidate, centres, j)
+                # Keep this candidate's distances by swapping buffers rather than copying.
+                best_nearest, candidate_nearest = candidate_nearest, best_nearest
+        nearest, best_nearest = best_nearest, nearest
 
 
 @numba.njit(cache=True)
@@ -485,23 +512,21 @@ def replace_empty_clusters(points, point_sums, weights, centres, labels, runner_
     error = np.empty(n)
     for i in range(n):
         error[i] = weights[i] * _squared_distance(points, i, centres, labels[i])
-    order = np.argsort(-error)
     reseeded = 0
-    next_point = 0
     for j in range(k):
         if cluster_weights[j] > 0.0:
             continue
-        # The next point, worst first, whose cluster keeps other points when it leaves.
+        # The worst-served point whose cluster keeps other points when it leaves. Clusters are
+        # rarely empty, so a scan per empty cluster beats sorting every point.
         i = -1
-        while next_point < n and i < 0:
-            candidate = order[next_point]
-            next_point += 1
-            if error[candidate] <= 0.0:
-                return reseeded
-            if cluster_weights[labels[candidate]] > weights[candidate]:
+        worst = 0.0
+        for candidate in range(n):
+            if error[candidate] > worst and cluster_weights[labels[candidate]] > weights[candidate]:
+                worst = error[candidate]
                 i = candidate
         if i < 0:
             return reseeded
+        error[i] = 0.0
         old = labels[i]
         cluster_weights[old] -= weights[i]
         cluster_weights[j] = weights[i]
@@ -511,7 +536,9 @@ def replace_empty_clusters(points, point_sums, weights, centres, labels, runner_
         labels[i] = j
         runner_up[i] = old
         # Zero lower bounds make the point search afresh at the next assignment.
-        bounds[i, :] = 0.0
+        bounds[i, _UPPER] = 0.0
+        bounds[i, _RUNNER_UP] = 0.0
+        bounds[i, _OTHERS] = 0.0
         reseeded += 1
     return reseeded
 
@@ -594,8 +621,8 @@ def _weighted_lloyd(points, point_sums, weights, centres, labels, runner_up, bou
             # After the last update one more assignment leaves every label on its nearest centre.
             if finishing or (changes == 0 and iterations > 0):
                 break
-        cluster_sums[:] = 0.0
-        cluster_weights[:] = 0.0
+        cluster_sums.fill(0.0)
+        cluster_weights.fill(0.0)
         for i in range(n):
             cluster_weights[labels[i]] += weights[i]
             for channel in range(WIDTH):
@@ -615,26 +642,48 @@ def _weighted_lloyd(points, point_sums, weights, centres, labels, runner_up, bou
             shift[j] = np.sqrt(squared_shift)
             movement += cluster_weights[j] * squared_shift
         iterations += 1
-        # Keep the bounds valid for the moved centres, also on the way out (callers resume);
-        # the shifts are negated so three_smallest finds the largest (hence += below).
-        biggest, biggest_shift, second_biggest, second_shift, third_shift = three_smallest(-shift)
-        for i in range(n):
-            label = labels[i]
-            rival = runner_up[i]
-            bounds[i, _UPPER] += shift[label]
-            bounds[i, _RUNNER_UP] -= shift[rival]
-            # The largest shift among the other centres is one of the three largest shifts.
-            if biggest != label and biggest != rival:
-                bounds[i, _OTHERS] += biggest_shift
-            elif second_biggest != label and second_biggest != rival:
-                bounds[i, _OTHERS] += second_shift
-            else:
-                bounds[i, _OTHERS] += third_shift
+        _update_bounds(points, centres, labels, runner_up, bounds, shift)
         finishing = iterations >= max_iter or movement <= tolerance * total_weight
     error = 0.0
     for i in range(n):
         error += weights[i] * _squared_distance(points, i, centres, labels[i])
     return iterations, error
+
+
+@numba.njit(cache=True)
+def _update_bounds(points, centres, labels, runner_up, bounds, shift):
+    """Keep every point's bounds valid after the centres moved by ``shift``.
+
+    The bound on "every other centre" must drop by the largest shift among them, so one centre
+    that jumps far (a relocated one, settling) would loosen every point's bound and send them
+    all to a full search. When the two largest shifts stand out, those two centres are measured
+    exactly instead and the bound drops only by the third largest shift.
+    """
+    # Shifts are negated so three_smallest finds the largest ones.
+    negated = np.empty(shift.shape[0])
+    for j in range(shift.shape[0]):
+        negated[j] = -shift[j]
+    biggest, biggest_shift, second_biggest, second_shift, third_shift = three_smallest(negated)
+    biggest_shift, second_shift, third_shift = -biggest_shift, -second_shift, -third_shift
+    measure_movers = second_shift > 2.0 * third_shift and shift.shape[0] > 3
+    for i in range(points.shape[0]):
+        label = labels[i]
+        rival = runner_up[i]
+        bounds[i, _UPPER] += shift[label]
+        bounds[i, _RUNNER_UP] -= shift[rival]
+        if measure_movers:
+            others = bounds[i, _OTHERS] - third_shift
+            if biggest != label and biggest != rival:
+                others = min(others, np.sqrt(_squared_distance(points, i, centres, biggest)))
+            if second_biggest != label and second_biggest != rival:
+                others = min(others, np.sqrt(_squared_distance(points, i, centres, second_biggest)))
+            bounds[i, _OTHERS] = others
+        elif biggest != label and biggest != rival:
+            bounds[i, _OTHERS] -= biggest_shift
+        elif second_biggest != label and second_biggest != rival:
+            bounds[i, _OTHERS] -= second_shift
+        else:
+            bounds[i, _OTHERS] -= third_shift
 
 
 @numba.njit(cache=True)
@@ -668,31 +717,26 @@ def _inherit_assignment(points, coarse_points, parent, centres, labels, runner_u
 
 
 @numba.njit(cache=True)
-def _cluster_costs(points, weights, centres, labels):
-    """Per cluster: the error added by removing it (its points go to their second-nearest
-    centre), its own error, and its worst-served point."""
-    n = points.shape[0]
+def _cluster_costs(points, weights, centres, labels, runner_up):
+    """Per cluster: the error added by removing it (its points go to their runner-up centre),
+    its own error, and its worst-served point.
+
+    The runner-up is the one found at each point's last search, so the removal cost is an
+    estimate (never below the truth); it only ranks the relocations to try.
+    """
     k = centres.shape[0]
-    centres_by_channel = np.ascontiguousarray(centres.T)
-    scratch = np.empty(k)
     removal = np.zeros(k)
     error = np.zeros(k)
-    worst = np.full(k, -1, np.int64)
+    worst = np.zeros(k, np.int64)
     worst_error = np.full(k, -1.0)
-    for i in range(n):
-        _two_nearest(points, i, centres_by_channel, scratch)
+    for i in range(points.shape[0]):
         label = labels[i]
-        own = scratch[label]
-        scratch[label] = np.inf
-        second = scratch.min()
-        removal[label] += weights[i] * (second - own)
-        error[label] += weights[i] * own
-        if weights[i] * own > worst_error[label]:
-            worst_error[label] = weights[i] * own
+        own = weights[i] * _squared_distance(points, i, centres, label)
+        removal[label] += weights[i] * _squared_distance(points, i, centres, runner_up[i]) - own
+        error[label] += own
+        if own > worst_error[label]:
+            worst_error[label] = own
             worst[label] = i
-    for j in range(k):
-        if worst[j] < 0:
-            worst[j] = 0
     return removal, error, worst
 
 

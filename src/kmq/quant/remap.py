@@ -241,7 +241,7 @@ def _ordered_spread(palette: np.ndarray) -> float:
     return float(np.median(gaps.min(axis=1)))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _squared_distance_to_entry(point, palette_points, entry):
     total = 0.0
     for channel in range(WIDTH):
@@ -286,7 +286,8 @@ def _bins_candidates(bin_points, half_width, diagonal, palette_by_channel, l1_di
             continue
         if used + entries > candidates.shape[0]:
             grown = np.empty(2 * candidates.shape[0], np.int32)
-            grown[:used] = candidates[:used]
+            for position in range(used):
+                grown[position] = candidates[position]
             candidates = grown
         first = used
         candidates[used] = best
@@ -338,7 +339,8 @@ def _bins_candidates_within(
             continue
         if used + stop - start > candidates.shape[0]:
             grown = np.empty(2 * candidates.shape[0] + stop - start, np.int32)
-            grown[:used] = candidates[:used]
+            for position in range(used):
+                grown[position] = candidates[position]
             candidates = grown
         first = used
         candidates[used] = best
@@ -446,7 +448,8 @@ def _dither(rows, height, width, palette, palette_points, order, sorted_distance
             if space_code == 1:
                 srgb_pixel_to_oklab(colour[:channels], point)
             else:
-                point[:] = colour
+                for channel in range(WIDTH):
+                    point[channel] = colour[channel]
             chosen = _nearest_from_hint(point, hints[pixel], palette_points, order, sorted_distances)
             indices[pixel] = chosen
             if diffuse:
@@ -458,5 +461,5 @@ def _dither(rows, height, width, palette, palette_points, order, sorted_distance
                     error_below[x + 1 + step, channel] += error * (1.0 / 16.0)
         if diffuse:
             error_here, error_below = error_below, error_here
-            error_below[:] = 0.0
+            error_below.fill(0.0)
     return indices
