@@ -96,6 +96,34 @@ def _box(axes: Any, window: tuple[int, int, int]) -> None:
     axes.add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False, edgecolor="yellow", linewidth=1.5))
 
 
+def picture_row(
+    container: Any,
+    original: np.ndarray,
+    restored: np.ndarray,
+    title: str,
+    *,
+    window: tuple[int, int, int] | None = None,
+) -> None:
+    """Original, result and error map side by side in a figure or subfigure, with a colour bar.
+
+    ``window`` (top, left, side), when given, is outlined on both pictures.
+    """
+    errors = error_map(original[:, :, :3], restored[:, :, :3])
+    whole = container.subplots(1, 3)
+    height, width = original.shape[:2]
+    _show(whole[0], original[:, :, :3], f"original ({width}×{height})")
+    _show(whole[1], restored[:, :, :3], title)
+    if window is not None:
+        _box(whole[0], window)
+        _box(whole[1], window)
+    heat = whole[2].imshow(errors, cmap="magma", vmin=0, vmax=max(1.0, float(np.percentile(errors, 99.5))))
+    whole[2].set_title(f"its error (mean {errors.mean():.1f} levels)", fontsize=10)
+    whole[2].set_xticks([])
+    whole[2].set_yticks([])
+    bar = container.colorbar(heat, ax=whole[2], shrink=0.9)
+    bar.set_label("RGB error (Euclidean, 0–255 levels)", fontsize=9)
+
+
 def k_figure(comparison: Comparison, k: int, name: str = "image") -> bytes:
     """Original, k-means result and its error map at one K, and a zoomed crop for every method.
 
@@ -118,17 +146,7 @@ def k_figure(comparison: Comparison, k: int, name: str = "image") -> bytes:
         f"{name}: K = {k}, {LABELS[lead]}; yellow box = zoomed region where detail is lost most", fontsize=12
     )
     upper, lower = figure.subfigures(2, 1, height_ratios=[width / 3 * aspect, width / columns])
-    whole = upper.subplots(1, 3)
-    _show(whole[0], pixels, f"original ({comparison.width}×{comparison.height})")
-    _box(whole[0], window)
-    _show(whole[1], restored, f"{LABELS[lead]}, K={k}: {trial.psnr:.2f} dB")
-    _box(whole[1], window)
-    heat = whole[2].imshow(errors, cmap="magma", vmin=0, vmax=max(1.0, float(np.percentile(errors, 99.5))))
-    whole[2].set_title(f"its error (mean {errors.mean():.1f} levels)", fontsize=10)
-    whole[2].set_xticks([])
-    whole[2].set_yticks([])
-    bar = upper.colorbar(heat, ax=whole[2], shrink=0.9)
-    bar.set_label("RGB error (Euclidean, 0–255 levels)", fontsize=9)
+    picture_row(upper, pixels, restored, f"{LABELS[lead]}, K={k}: {trial.psnr:.2f} dB", window=window)
 
     zooms = np.atleast_1d(lower.subplots(1, columns))
     _show(zooms[0], pixels[crop], f"original, zoom ({side}×{side} px)", zoom=True)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +15,8 @@ from kmq.analysis import figures
 from kmq.analysis.autok import AutoK, check_target, smallest_k
 from kmq.analysis.compare import Comparison, Progress, check_ks, compare_methods, rgb_pixels
 from kmq.analysis.methods import METHODS, check_methods
-from kmq.errors import InputError, OutputError
+from kmq.analysis.page import figure_html, finite, format_number, page_html, prepare_folder, save_report
+from kmq.errors import InputError
 
 __all__ = ["Report", "analyze_file", "analyze_image", "render_html"]
 
@@ -59,29 +57,7 @@ class Report:
         if self.auto is not None:
             summary["auto"] = self.auto.summary()
         summary["files"] = self.files
-        return _finite(summary)
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no infinity: a lossless PSNR is written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "figures").mkdir(exist_ok=True)
-        (folder / "coded").mkdir(exist_ok=True)
-    except FileExistsError:
-        raise OutputError(f"cannot write the report into {folder}: a file is in the way") from None
-    except OSError as exc:
-        raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from None
+        return finite(summary)
 
 
 def analyze_image(
@@ -147,7 +123,7 @@ def analyze_image(
         auto = smallest_k(rgb, target_psnr=target_psnr, target_ssim=target_ssim, seed=seed)
         ks = sorted(auto.scores)
     ks = check_ks(ks)
-    _make_folder(target)
+    prepare_folder(target)
     comparison = compare_methods(rgb, ks, methods, seed=seed, input_bytes=input_bytes, progress=progress)
     report = Report(comparison=comparison, folder=target, name=name, auto=auto, picture_ks=list(ks))
     if auto is not None:
@@ -155,12 +131,10 @@ def analyze_image(
     if pixels.shape[2] == 4 and bool((np.asarray(pixels)[:, :, 3] < 255).any()):
         report.notices.append("The image has transparency: the comparison uses its RGB channels and ignores alpha.")
 
-    def write(role: str, relative: str, data: bytes) -> None:
-        write_bytes_atomic(target / relative, data, force=True)
-        report.files[role] = str(target / relative)
-
     for trial in comparison.trials:
-        write(f"coded/{trial.method}-k{trial.k:03d}", f"coded/{trial.method}-k{trial.k:03d}.kmq", trial.coded)
+        coded = target / "coded" / f"{trial.method}-k{trial.k:03d}.kmq"
+        write_bytes_atomic(coded, trial.coded, force=True)
+        report.files[f"coded/{coded.stem}"] = str(coded)
     images = {}
     if comparison.methods:
         if progress:
@@ -170,11 +144,7 @@ def analyze_image(
         images["palettes"] = figures.palette_figure(comparison, name)
         for k in report.picture_ks:
             images[f"k{k:03d}"] = figures.k_figure(comparison, k, name)
-    for figure_name, data in images.items():
-        write(figure_name, f"figures/{figure_name}.png", data)
-    write("report", "report.html", render_html(report, images).encode("utf-8"))
-    report.files["json"] = str(target / "report.json")
-    write_bytes_atomic(target / "report.json", json.dumps(report.summary(), indent=2).encode("utf-8"), force=True)
+    save_report(target, report.files, images, lambda: render_html(report, images), report.summary)
     return report
 
 
@@ -208,39 +178,6 @@ def analyze_file(
 
 # ---------------------------------------------------------------- HTML
 
-_STYLE = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1280px; padding: 0 1em; color: #222; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin: 1em 0; }
-th, td { padding: 3px 9px; border-bottom: 1px solid #e4e4e4; text-align: right; }
-th { background: #f4f4f4; position: sticky; top: 0; } td.method, th.method { text-align: left; white-space: nowrap; }
-tr.first td { border-top: 2px solid #bbb; } td.best { font-weight: bold; color: #0a5; }
-figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: 0.92em; }
-.finding { background: #f6fbf4; border-left: 4px solid #4a4; padding: 0.5em 1em; }
-.warning { background: #fff8e6; border-left: 4px solid #d90; padding: 0.5em 1em; } dt { font-weight: bold; }
-"""
-
-
-def _img(data: bytes, alt: str) -> str:
-    encoded = base64.b64encode(data).decode("ascii")
-    return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
-
-
-def _figure(images: dict[str, bytes], key: str, alt: str, caption: str) -> str:
-    if key not in images:
-        return ""
-    return f"<figure>{_img(images[key], alt)}<figcaption>{caption}</figcaption></figure>"
-
-
-def _number(value: Any, digits: int) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float) and math.isinf(value):
-        return "∞ (lossless)"
-    return f"{value:,.{digits}f}"
-
-
 def _table(comparison: Comparison) -> str:
     best_psnr = {k: max(comparison.trial(method, k).psnr for method in comparison.methods) for k in comparison.ks}
     head = (
@@ -255,10 +192,10 @@ def _table(comparison: Comparison) -> str:
         best = " best" if trial.psnr == best_psnr[trial.k] else ""
         lines.append(
             f"<tr{first}><td class=method>{figures.LABELS[trial.method]}</td><td>{trial.k}</td><td>{trial.colors}</td>"
-            f"<td class='psnr{best}'>{_number(row['psnr'], 2)}</td><td>{_number(row['ssim'], 4)}</td>"
-            f"<td>{row['bits_per_pixel_packed']}</td><td>{_number(row['bits_per_pixel_coded'], 3)}</td>"
-            f"<td>{row['kmq_bytes']:,}</td><td>{_number(row['reduction_vs_raw'], 1)}</td>"
-            f"<td>{_number(row['reduction_vs_input'], 2)}</td><td>{_number(row['seconds'], 3)}</td></tr>"
+            f"<td class='psnr{best}'>{format_number(row['psnr'], 2)}</td><td>{format_number(row['ssim'], 4)}</td>"
+            f"<td>{row['bits_per_pixel_packed']}</td><td>{format_number(row['bits_per_pixel_coded'], 3)}</td>"
+            f"<td>{row['kmq_bytes']:,}</td><td>{format_number(row['reduction_vs_raw'], 1)}</td>"
+            f"<td>{format_number(row['reduction_vs_input'], 2)}</td><td>{format_number(row['seconds'], 3)}</td></tr>"
         )
     return f"<table><thead>{head}</thead><tbody>{''.join(lines)}</tbody></table>"
 
@@ -284,7 +221,7 @@ def _auto_section(auto: AutoK | None) -> str:
         return ""
     unit = " dB" if auto.metric == "psnr" else ""
     rows = "".join(
-        f"<tr><td>{step}</td><td>{k}</td><td>{_number(score, 2 if auto.metric == 'psnr' else 4)}{unit}</td>"
+        f"<tr><td>{step}</td><td>{k}</td><td>{format_number(score, 2 if auto.metric == 'psnr' else 4)}{unit}</td>"
         f"<td class=method>{'reaches' if score >= auto.target else 'falls short'}</td></tr>"
         for step, (k, score) in enumerate(auto.scores.items(), start=1)
     )
@@ -317,7 +254,7 @@ def render_html(report: Report, images: dict[str, bytes]) -> str:
     findings = "".join(f"<p class=finding>{html.escape(sentence)}</p>" for sentence in comparison.findings())
     findings += "".join(f"<p class=warning>{html.escape(notice)}</p>" for notice in report.notices)
     k_figures = "".join(
-        _figure(
+        figure_html(
             images,
             f"k{k:03d}",
             f"{report.name} at K={k}",
@@ -347,19 +284,15 @@ bits per pixel <em>coded</em> = 8 × .kmq file size ÷ pixels
 (palette and headers included); time = palette + remap + coding on this machine. Bold: best PSNR at that K.</p>
 {_table(comparison)}
 <h2>Rate and distortion</h2>
-{_figure(images, "rate_distortion", "rate-distortion curves",
+{figure_html(images, "rate_distortion", "rate-distortion curves",
          "Quality against bits per pixel on disk: up and to the left is better.")}
 <h2>The colour space</h2>
-{_figure(images, "colour_space", "RGB colour space before and after clustering",
+{figure_html(images, "colour_space", "RGB colour space before and after clustering",
          f"A random sample of the pixels in RGB space, first in their own colours, then in the colour of the centroid "
          f"they are mapped to at K = {scatter}; the ringed discs are the centroids.")}
-{_figure(images, "palettes", "palette swatches",
+{figure_html(images, "palettes", "palette swatches",
          "Each palette sorted by how many pixels use each colour; widths are shares of the pixels.")}
 <h2>Pictures at each K</h2>
 {k_figures}
 """
-    return (
-        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        '<meta name=viewport content="width=device-width, initial-scale=1">'
-        f"<title>kmq analysis: {name}</title><style>{_STYLE}</style></head><body>{body}</body></html>\n"
-    )
+    return page_html(f"kmq analysis: {report.name}", body)
