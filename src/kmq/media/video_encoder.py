@@ -28,17 +28,20 @@ DITHERS = ("none", "ordered")
 DEFAULT_KEYINT = 250
 #: k-means iterations that continue last frame's palette on this frame's colours.
 WARM_ITERATIONS = 3
+#: When the carried palette fits this much worse than usual, this many more iterations.
+CATCH_UP_RATIO = 1.25
+CATCH_UP_ITERATIONS = 8
 #: Seedings tried by a full refit (first frame, scene cut).
 REFIT_RESTARTS = 2
 #: Frames with more pixels than this are sampled (one pixel in ``_SAMPLE_STEP``²) for k-means.
 _SAMPLE_ABOVE = 1 << 16
 _SAMPLE_STEP = 2
 #: Bits per channel of the nearest-entry table (cells 8 values wide): small enough to stay in cache.
-_TABLE_BITS = {3: 5, 4: 5}
+TABLE_BITS = 5
 #: Default extra squared error per pixel (summed over channels) accepted to keep last frame's
 #: indices: within a block as a whole, and for a single pixel of a block that is coded.
-DEFAULT_BLOCK_TOLERANCE = 48.0
-DEFAULT_PIXEL_TOLERANCE = 96.0
+DEFAULT_BLOCK_TOLERANCE = 32.0
+DEFAULT_PIXEL_TOLERANCE = 64.0
 #: A palette entry is resent only when some channel moves by more than this.
 PALETTE_STEP = 2
 #: Scene cut: this share of the colour distribution moved, or distortion grew this much.
@@ -213,8 +216,8 @@ class VideoEncoder:
         self.pixel_tolerance = float(pixel_tolerance)
         self.totals = EncoderTotals()
         self._pts_step = 1 / (rate * self.header.time_base)
-        self._table_bits = _TABLE_BITS[channels]
-        self._nearest = np.full(1 << (self._table_bits * channels), -1, np.int16)
+        self._nearest = np.full(1 << (TABLE_BITS * channels), -1, np.int16)
+        self._map_bands = _band_mapper(channels)
         self._keyframe_requested = True
         self._palette: np.ndarray | None = None  # float centroids, carried between frames
         self._sent: np.ndarray | None = None  # the uint8 palette the decoder holds
@@ -354,7 +357,12 @@ class VideoEncoder:
         size = len(previous)
         if size < 2:
             return _PaletteState(previous, _distortion_of(histogram, previous))
-        return fit_palette(histogram, size, init=previous, max_iter=WARM_ITERATIONS, seed=self.seed)
+        fit = fit_palette(histogram, size, init=previous, max_iter=WARM_ITERATIONS, seed=self.seed)
+        if self._distortion and fit.distortion > CATCH_UP_RATIO * self._distortion:
+            # New colours came in: a few more iterations let entries reach them before the
+            # scene-cut test judges the palette.
+            fit = fit_palette(histogram, size, init=fit.palette, max_iter=CATCH_UP_ITERATIONS, seed=self.seed)
+        return fit
 
     def _is_scene_cut(self, coarse: np.ndarray, distortion: float) -> bool:
         """A large share of the colour distribution moved, or the palette suddenly fits much worse."""
@@ -376,8 +384,7 @@ class VideoEncoder:
 
     def _map(self, frame: np.ndarray, palette: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray, float, int]:
         """Indices for this frame, with the previous frame's kept where they are nearly as good."""
-        palette_int = np.zeros((len(palette), 4), np.int32)
-        palette_int[:, : palette.shape[1]] = palette
+        palette_int = palette.astype(np.int32)
         sent = self._sent
         if sent is None or sent.shape != palette.shape:
             self._nearest[:] = -1
@@ -386,20 +393,19 @@ class VideoEncoder:
             if changed.sum() * 4 > len(palette):
                 self._nearest[:] = -1
             else:
-                _update_nearest(self._nearest, palette_int[:, : palette.shape[1]], changed, self._table_bits)
+                _update_nearest(self._nearest, palette_int, changed, TABLE_BITS)
         indices = np.empty(frame.shape[:2], np.uint8)
         has_previous = previous is not None
         dithered = self.dither == "ordered"
         targets = _dithered(frame, self._offsets) if dithered else frame
-        block = entropy.BLOCK_SIZE
         bands = len(self._band_tops) - 1
         squared_error = np.zeros(bands)
         changed_pixels = np.zeros(bands, np.int64)
         reference = previous if has_previous else indices
 
         def map_bands(part: int, first: int, last: int) -> None:
-            _map_bands(
-                targets, self._table_bits, self._nearest, palette_int, reference, has_previous, self._band_tops, block,
+            self._map_bands(
+                targets, self._nearest, palette_int, reference, has_previous, self._band_tops,
                 self.block_tolerance, self.pixel_tolerance, first, last, indices, squared_error, changed_pixels,
             )
 
@@ -605,83 +611,98 @@ def _update_nearest(nearest, palette, changed, bits):
         nearest[key] = best
 
 
-@numba.njit(cache=True, nogil=True)
-def _map_bands(
-    targets, bits, nearest, palette, previous, has_previous, tops, block, block_tolerance, pixel_tolerance, first, last, out, squared_error, changed
-):
-    """Choose the indices of bands ``first..last-1``; fill their squared error and changed pixels.
+@functools.cache
+def _band_mapper(channels: int) -> Callable:
+    """The kernel that chooses indices, compiled for frames of ``channels`` channels.
 
-    Band i covers rows ``tops[i]..tops[i+1]-1`` (at most ``block`` rows): the coder's block rows.
-
-    A pixel's candidate is the table entry of its target colour's cell (the pixel itself, or its
-    dithered colour); a cell seen for the first time is filled here (threads that race on a cell
-    write the same value). Without a previous frame each pixel takes its candidate. With one, a
-    block whose previous indices cost at most ``block_tolerance`` more per pixel than the
-    candidates keeps them all (the coder then sends one flag); in the other blocks a pixel keeps
-    its previous index when that costs at most ``pixel_tolerance`` more. Each band is one task:
-    its rows are scanned whole, so the inner loops are long, and its blocks are decided from
-    per-block totals. ``palette`` has four columns (alpha 0 for RGB frames). Errors are against
-    the targets. Bands are independent, so threads may run disjoint ranges at once.
+    The channel count, the table's bits and the block size are constants of each compiled copy,
+    which keeps the per-pixel work to a few shifts, one table look-up and one or two distances.
     """
-    width, channels = targets.shape[1], targets.shape[2]
-    entries = palette.shape[0]
-    shift = 8 - bits
-    columns = (width + block - 1) // block
-    for band in range(first, last):
-        top = tops[band]
-        bottom = tops[band + 1]
+    with_alpha = channels == 4
+    shift = 8 - TABLE_BITS
+    block = entropy.BLOCK_SIZE
+    block_bits = block.bit_length() - 1
+
+    @numba.njit(cache=True, nogil=True)
+    def map_bands(
+        targets, nearest, palette, previous, has_previous, tops, block_tolerance, pixel_tolerance, first, last, out, squared_error, changed
+    ):
+        """Choose the indices of bands ``first..last-1``; fill their squared error and changed pixels.
+
+        Band i covers rows ``tops[i]..tops[i+1]-1`` (at most one block high): a row of the coder's
+        16×16 blocks. A pixel's candidate is the table entry of its target colour's cell (the
+        pixel itself, or its dithered colour); a cell seen for the first time is filled here
+        (threads that race on a cell write the same value). Without a previous frame each pixel
+        takes its candidate. With one, a block whose previous indices cost at most
+        ``block_tolerance`` more per pixel than the candidates keeps them all (the coder then
+        sends one flag); in the other blocks a pixel keeps its previous index when that costs at
+        most ``pixel_tolerance`` more. Rows are scanned whole, so the inner loops are long, and
+        the blocks are decided from per-block totals. Bands are independent, so threads may run
+        disjoint ranges at once. Errors are against the targets.
+        """
+        width = targets.shape[1]
+        entries = palette.shape[0]
+        columns = (width + block - 1) >> block_bits
         candidates = np.empty((block, width), np.uint8)
         candidate_error = np.empty((block, width), np.int32)
         previous_error = np.empty((block, width), np.int32)
-        candidate_total = np.zeros(columns, np.int64)
-        extra_total = np.zeros(columns, np.int64)
-        for y in range(top, bottom):
-            row = y - top
-            for x in range(width):
-                red = np.int32(targets[y, x, 0])
-                green = np.int32(targets[y, x, 1])
-                blue = np.int32(targets[y, x, 2])
-                alpha = np.int32(targets[y, x, 3]) if channels == 4 else np.int32(0)
-                key = ((red >> shift) << (2 * bits)) | ((green >> shift) << bits) | (blue >> shift)
-                if channels == 4:
-                    key = (key << bits) | (alpha >> shift)
-                candidate = nearest[key]
-                if candidate < 0:
-                    candidate, _ = _cell_nearest(key, palette[:, :channels], bits, entries)
-                    nearest[key] = candidate
-                candidates[row, x] = candidate
-                error = _distance(red, green, blue, alpha, palette, candidate)
-                candidate_error[row, x] = error
-                candidate_total[x // block] += error
-                if has_previous:
-                    entry = previous[y, x]
-                    if entry != candidate:
-                        kept = _distance(red, green, blue, alpha, palette, entry)
-                        previous_error[row, x] = kept
-                        extra_total[x // block] += kept - error
-                    else:
-                        previous_error[row, x] = error
-        band_error = 0
-        for column in range(columns):
-            left = column * block
-            right = min(width, left + block)
-            if has_previous and extra_total[column] <= block_tolerance * (right - left) * (bottom - top):
-                for y in range(top, bottom):
-                    out[y, left:right] = previous[y, left:right]
-                band_error += candidate_total[column] + extra_total[column]
-                continue
+        candidate_total = np.empty(columns, np.int64)
+        extra_total = np.empty(columns, np.int64)
+        for band in range(first, last):
+            top = tops[band]
+            bottom = tops[band + 1]
+            candidate_total[:] = 0
+            extra_total[:] = 0
             for y in range(top, bottom):
                 row = y - top
-                for x in range(left, right):
-                    if has_previous and previous_error[row, x] <= candidate_error[row, x] + pixel_tolerance:
-                        out[y, x] = previous[y, x]
-                        band_error += previous_error[row, x]
-                    else:
-                        out[y, x] = candidates[row, x]
-                        band_error += candidate_error[row, x]
-                        if has_previous and candidates[row, x] != previous[y, x]:
-                            changed[band] += 1
-        squared_error[band] = band_error
+                for x in range(width):
+                    red = np.int32(targets[y, x, 0])
+                    green = np.int32(targets[y, x, 1])
+                    blue = np.int32(targets[y, x, 2])
+                    key = ((red >> shift) << (2 * TABLE_BITS)) | ((green >> shift) << TABLE_BITS) | (blue >> shift)
+                    alpha = np.int32(0)
+                    if with_alpha:
+                        alpha = np.int32(targets[y, x, 3])
+                        key = (key << TABLE_BITS) | (alpha >> shift)
+                    candidate = nearest[key]
+                    if candidate < 0:
+                        candidate, _ = _cell_nearest(key, palette, TABLE_BITS, entries)
+                        nearest[key] = candidate
+                    candidates[row, x] = candidate
+                    error = _distance(red, green, blue, alpha, palette, candidate, with_alpha)
+                    candidate_error[row, x] = error
+                    candidate_total[x >> block_bits] += error
+                    if has_previous:
+                        entry = previous[y, x]
+                        if entry != candidate:
+                            kept = _distance(red, green, blue, alpha, palette, entry, with_alpha)
+                            previous_error[row, x] = kept
+                            extra_total[x >> block_bits] += kept - error
+                        else:
+                            previous_error[row, x] = error
+            band_error = 0
+            for column in range(columns):
+                left = column << block_bits
+                right = min(width, left + block)
+                if has_previous and extra_total[column] <= block_tolerance * (right - left) * (bottom - top):
+                    for y in range(top, bottom):
+                        out[y, left:right] = previous[y, left:right]
+                    band_error += candidate_total[column] + extra_total[column]
+                    continue
+                for y in range(top, bottom):
+                    row = y - top
+                    for x in range(left, right):
+                        if has_previous and previous_error[row, x] <= candidate_error[row, x] + pixel_tolerance:
+                            out[y, x] = previous[y, x]
+                            band_error += previous_error[row, x]
+                        else:
+                            out[y, x] = candidates[row, x]
+                            band_error += candidate_error[row, x]
+                            if has_previous and candidates[row, x] != previous[y, x]:
+                                changed[band] += 1
+            squared_error[band] = band_error
+
+    return map_bands
 
 
 @numba.njit(cache=True, nogil=True)
@@ -702,7 +723,7 @@ def _dithered(frame, offsets):
 
 @numba.njit(cache=True, nogil=True)
 def _squared_error(frame, palette, indices):
-    """Squared error of ``palette[indices]`` against the frame, per row (palette with four columns)."""
+    """Squared error of ``palette[indices]`` against the frame, per row."""
     height, width, channels = frame.shape
     rows = np.zeros(height)
     for y in range(height):
@@ -717,10 +738,13 @@ def _squared_error(frame, palette, indices):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _distance(red, green, blue, alpha, palette, entry):
-    """Squared distance from a colour to a palette entry (four columns)."""
+def _distance(red, green, blue, alpha, palette, entry, with_alpha):
+    """Squared distance from a colour to a palette entry (alpha counted only ``with_alpha``)."""
     dr = red - palette[entry, 0]
     dg = green - palette[entry, 1]
     db = blue - palette[entry, 2]
-    da = alpha - palette[entry, 3]
-    return dr * dr + dg * dg + db * db + da * da
+    total = dr * dr + dg * dg + db * db
+    if with_alpha:
+        da = alpha - palette[entry, 3]
+        total += da * da
+    return total
