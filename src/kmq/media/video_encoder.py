@@ -33,9 +33,9 @@ CATCH_UP_RATIO = 1.25
 CATCH_UP_ITERATIONS = 8
 #: Seedings tried by a full refit (first frame, scene cut).
 REFIT_RESTARTS = 2
-#: Frames with more pixels than this are sampled (one pixel in ``_SAMPLE_STEP``²) for k-means.
-_SAMPLE_ABOVE = 1 << 16
-_SAMPLE_STEP = 2
+#: Frames with more pixels than this are sampled for k-means (every n-th pixel of every n-th
+#: row, n chosen to keep about this many): plenty for 256 entries, a fraction of a large frame.
+_SAMPLE_ABOVE = 1 << 17
 #: Bits per channel of the nearest-entry table (cells 8 values wide): small enough to stay in cache.
 TABLE_BITS = 5
 #: Default extra squared error per pixel (summed over channels) accepted to keep last frame's
@@ -344,11 +344,13 @@ class VideoEncoder:
 
     def _histogram(self, frame: np.ndarray, rows: np.ndarray) -> Histogram:
         """This frame's colours for k-means: every pixel of a small frame, a regular sample of a large one."""
-        if frame.shape[0] * frame.shape[1] <= _SAMPLE_ABOVE:
+        pixels = frame.shape[0] * frame.shape[1]
+        if pixels <= _SAMPLE_ABOVE:
             return build_histogram(frame)
+        step = max(2, round(math.sqrt(pixels / _SAMPLE_ABOVE)))
         if frame.shape[2] == 3:
-            return _sampled_histogram(frame, _SAMPLE_STEP)
-        sample = np.ascontiguousarray(frame[::_SAMPLE_STEP, ::_SAMPLE_STEP])
+            return _sampled_histogram(frame, step)
+        sample = np.ascontiguousarray(frame[::step, ::step])
         return histogram_of_rows(sample.reshape(-1, frame.shape[2]), 5, sample.shape)
 
     def _continue_palette(self, histogram: Histogram):

@@ -316,8 +316,13 @@ class VideoSource:
         info = self.info
         turns = _QUARTER_TURNS[info.rotation]
         width, height = (info.height, info.width) if turns % 2 else (info.width, info.height)
+        # Averaging when shrinking (no aliasing); the cheapest smooth filter when enlarging.
+        shrinking = width * height < frame.width * frame.height
         image = frame.reformat(
-            width=width, height=height, format="rgba" if info.channels == 4 else "rgb24", interpolation="BILINEAR"
+            width=width,
+            height=height,
+            format="rgba" if info.channels == 4 else "rgb24",
+            interpolation="AREA" if shrinking else "FAST_BILINEAR",
         )
         pixels = image.to_ndarray()
         if turns:
