@@ -82,12 +82,11 @@ def test_page_is_self_contained(analyzed):
     assert page.count('src="data:image/png;base64,') == 5
 
 
-@pytest.mark.browser
-def test_report_opens_offline_in_headless_chromium(analyzed, tmp_path):
+def open_in_chromium(page_path: Path, screenshot: Path) -> tuple[list[int], list[str], list[str]]:
+    """Load a page in headless Chromium (Debian's, no download): image widths, console errors, requests."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
-    page_path = analyzed[0] / "report.html"
     errors, requests = [], []
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -108,15 +107,25 @@ def test_report_opens_offline_in_headless_chromium(analyzed, tmp_path):
             page.on("request", lambda request: requests.append(request.url))
             page.goto(page_path.as_uri(), wait_until="load")
             widths = page.evaluate("Array.from(document.images, image => image.complete ? image.naturalWidth : 0)")
-            shot = tmp_path / "report.png"
-            page.screenshot(path=str(shot), full_page=True)
+            page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
+    return widths, errors, requests
+
+
+def assert_not_blank(screenshot: Path) -> None:
+    """Text, tables and figures, not an empty page."""
+    pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=np.float64)
+    assert pixels.std() > 20 and (pixels < 128).mean() > 0.05
+
+
+@pytest.mark.browser
+def test_report_opens_offline_in_headless_chromium(analyzed, tmp_path):
+    widths, errors, requests = open_in_chromium(analyzed[0] / "report.html", tmp_path / "report.png")
     assert len(widths) == 5 and all(width > 0 for width in widths)
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests)
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
-    assert pixels.std() > 20 and (pixels < 128).mean() > 0.05  # text, tables and figures, not a blank page
+    assert_not_blank(tmp_path / "report.png")
 
 
 def test_kmeans_is_ahead_of_hierarchical_on_every_real_photo(any_photo):

@@ -293,24 +293,29 @@ def _k_list_or_auto(text: str) -> list[int] | str:
 def _add_analysis_commands(commands: Any) -> None:
     analyze = commands.add_parser(
         "analyze",
-        help="compare clustering methods across K and write an HTML report",
-        description="Quantize an image with several clustering methods at several K, push every palette through the "
-        "same remap and coder, and write DIR/report.html (self-contained, opens offline), the figures as PNG files, "
-        "report.json and the coded .kmq files.",
+        help="compare clustering methods across K (or measure a video frame by frame) and write an HTML report",
+        description="For an image: quantize it with several clustering methods at several K, push every palette "
+        "through the same remap and coder, and write DIR/report.html (self-contained, opens offline), the figures "
+        "as PNG files, report.json and the coded .kmq files. For a video (.mp4, .mkv, .webm, ...): encode it at "
+        "each K and plot bits and PSNR per frame, keyframes and palette refits; for a .kmqv file: the same from "
+        "the file, with PSNR when --reference names its source.",
     )
-    analyze.add_argument("input", help="image file (PNG, JPEG, WebP, TIFF, ...)")
+    analyze.add_argument("input", help="image file, video file, or .kmqv file")
     analyze.add_argument(
         "-k",
         "--k",
         dest="k",
         type=_k_list_or_auto,
-        default=[8, 16, 32, 64, 128, 256],
-        help="comma-separated palette sizes, or 'auto' with --target-psnr/--target-ssim (default 8,16,32,64,128,256)",
+        default=None,
+        help="comma-separated palette sizes, or 'auto' with --target-psnr/--target-ssim "
+        "(default 8,16,32,64,128,256 for an image, 64 for a video)",
     )
     analyze.add_argument("--methods", default=_ANALYSIS_METHODS, help=f"comma-separated methods (default {_ANALYSIS_METHODS})")
     analyze.add_argument("-o", "--output", default=None, help="report folder (default ./STEM-analysis; its own files are replaced)")
     analyze.add_argument("--target-psnr", type=float, default=None, metavar="DB", help="with -k auto: smallest K whose PSNR reaches DB")
     analyze.add_argument("--target-ssim", type=float, default=None, metavar="VALUE", help="with -k auto: smallest K whose SSIM reaches VALUE")
+    analyze.add_argument("--reference", default=None, metavar="SOURCE", help="for a .kmqv input: the video it was encoded from")
+    analyze.add_argument("--max-frames", type=_positive_int, default=300, help="video: frames to analyse (default 300)")
     analyze.add_argument("--seed", type=int, default=0, help="seed of the randomised methods (default 0)")
     analyze.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse larger inputs")
     analyze.add_argument("--json", action="store_true", help="print the numbers as JSON")
@@ -321,34 +326,60 @@ def _run_analyze(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from kmq.analysis.report import analyze_file
+    from kmq.analysis.video import is_video_path
 
-    if args.k != "auto" and (args.target_psnr is not None or args.target_ssim is not None):
+    video = is_video_path(args.input)
+    targets = args.target_psnr is not None or args.target_ssim is not None
+    if args.k != "auto" and targets:
         raise _UsageError("--target-psnr and --target-ssim go with -k auto")
-    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    if video and args.k == "auto":
+        raise _UsageError("-k auto is for still images; give a video one or more K")
+    if args.reference is not None and not Path(args.input).suffix.lower() == ".kmqv":
+        raise _UsageError("--reference goes with a .kmqv input")
     errors = Console(stderr=True)
     with Progress(console=errors, transient=True, disable=args.quiet or not errors.is_terminal) as bar:
         task = bar.add_task("analyzing", total=None)
-        report = analyze_file(
-            args.input,
-            args.output,
-            ks=args.k,
-            methods=methods,
-            target_psnr=args.target_psnr,
-            target_ssim=args.target_ssim,
-            seed=args.seed,
-            max_pixels=args.max_pixels,
-            progress=lambda done, total, what: bar.update(task, completed=done, total=total, description=what),
-        )
+        options = {
+            "seed": args.seed,
+            "max_pixels": args.max_pixels,
+            "progress": lambda done, total, what: bar.update(task, completed=done, total=total, description=what),
+        }
+        if args.k is not None:
+            options["ks"] = args.k
+        if video:
+            from kmq.analysis.video import analyze_video
+
+            report = analyze_video(args.input, args.output, reference=args.reference, max_frames=args.max_frames, **options)
+        else:
+            from kmq.analysis.report import analyze_file
+
+            methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+            report = analyze_file(
+                args.input, args.output, methods=methods, target_psnr=args.target_psnr, target_ssim=args.target_ssim, **options
+            )
     summary = report.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
+    console = _console(args)
+    console.print(_video_table(report.name, summary) if video else _image_table(report.name, summary))
+    if not video:
+        for method, facts in summary["methods"].items():
+            if not facts["ran"]:
+                console.print(f"{method}: {facts['note']}")
+        if report.auto is not None:
+            console.print(report.auto.describe())
+    for sentence in summary.get("findings", []) + summary["notes" if video else "notices"]:
+        console.print(sentence)
+    console.print(f"report: {summary['files']['report']}")
+    return EXIT_OK
+
+
+def _image_table(name: str, summary: dict) -> Any:
     from rich.table import Table
 
-    console = _console(args)
     image = summary["image"]
-    table = Table(title=f"{report.name}: {image['width']}×{image['height']}, raw 24-bit {_size(image['raw_bytes'])}")
+    table = Table(title=f"{name}: {image['width']}×{image['height']}, raw 24-bit {_size(image['raw_bytes'])}")
     for column in ("method", "K", "PSNR dB", "SSIM", "bits/px coded", "vs raw 24-bit", "vs input", "time"):
         table.add_column(column, justify="left" if column == "method" else "right", no_wrap=column == "method")
     for row in summary["rows"]:
@@ -363,16 +394,33 @@ def _run_analyze(args: argparse.Namespace) -> int:
             "–" if vs_input is None else f"{vs_input:.2f}×",
             f"{row['seconds']:.2f} s",
         )
-    console.print(table)
-    for method, facts in summary["methods"].items():
-        if not facts["ran"]:
-            console.print(f"{method}: {facts['note']}")
-    if report.auto is not None:
-        console.print(report.auto.describe())
-    for sentence in summary["findings"]:
-        console.print(sentence)
-    console.print(f"report: {summary['files']['report']}")
-    return EXIT_OK
+    return table
+
+
+def _video_table(name: str, summary: dict) -> Any:
+    from rich.table import Table
+
+    video = summary["video"]
+    table = Table(title=f"{name}: {video['width']}×{video['height']}")
+    for column in ("K", "frames", "keyframes", "refits", "bits/px", "kbit/s", "PSNR dB", "worst PSNR", "vs raw"):
+        table.add_column(column, justify="right")
+
+    def cell(value: Any, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    for run in summary["runs"]:
+        table.add_row(
+            str(run["k"]),
+            str(run["frames"]),
+            str(run["keyframes"]),
+            cell(run["refits"], "d"),
+            cell(run["bits_per_pixel"], ".3f"),
+            cell(run["kbit_per_second"], ",.0f"),
+            cell(run["psnr"], ".2f"),
+            cell(run["psnr_min"], ".2f"),
+            cell(run["reduction_vs_raw"], ".1f") + ("×" if run["reduction_vs_raw"] else ""),
+        )
+    return table
 
 
 # ---------------------------------------------------------------- video

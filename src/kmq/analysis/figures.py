@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kmq.analysis.compare import Comparison, Trial
+from kmq.analysis.metrics import psnr
+
+if TYPE_CHECKING:
+    from kmq.analysis.video import VideoReport, VideoRun
 
 __all__ = [
     "colour_space_figure",
@@ -22,6 +26,8 @@ __all__ = [
     "palette_figure",
     "rate_distortion_figure",
     "scatter_k",
+    "video_frames_figure",
+    "worst_frame_figure",
 ]
 
 #: What the figures call each method.
@@ -349,3 +355,67 @@ def _gain_panel(axes: Any, comparison: Comparison, lead: str, others: list[str])
     axes.grid(True, alpha=0.3)
     axes.margins(x=0.06, y=0.1)
     axes.legend(fontsize=8, loc="best")
+
+
+_RUN_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:cyan", "tab:olive")
+
+
+def video_frames_figure(report: VideoReport) -> bytes:
+    """Four panels against frame number: bits, PSNR, changed pixels, palette entries sent.
+
+    One line per K; keyframes are triangles on the bits line, palette refits dashed verticals
+    (keyframes instead, for a .kmqv that does not record refits).
+    """
+    from matplotlib.lines import Line2D
+
+    figure = _figure(13, 10.5)
+    rate = f", {report.frame_rate:g} frames/s" if report.frame_rate else ""
+    figure.suptitle(f"{report.name}: frame by frame ({report.width}×{report.height}{rate})", fontsize=12)
+    bits_axes, psnr_axes, changed_axes, palette_axes = figure.subplots(4, 1, sharex=True)
+    marks_refits = all(frame.refit is not None for run in report.runs for frame in run.frames)
+    handles = []
+    for run, colour in zip(report.runs, _RUN_COLOURS * 8):
+        numbers = np.array([frame.number for frame in run.frames])
+        kbits = np.array([frame.packet_bytes * 8 / 1000 for frame in run.frames])
+        keyframes = np.array([frame.keyframe for frame in run.frames])
+        bits_axes.plot(numbers, kbits, color=colour, linewidth=1.0)
+        bits_axes.plot(numbers[keyframes], kbits[keyframes], "^", color=colour, markersize=7, markeredgecolor="black")
+        scores = [frame.psnr for frame in run.frames]
+        if any(score is not None for score in scores):
+            psnr_axes.plot(numbers, [np.nan if s is None else s for s in scores], color=colour, linewidth=1.0)
+        changed_axes.plot(numbers, [frame.changed_share * 100 for frame in run.frames], color=colour, linewidth=1.0)
+        palette_axes.step(numbers, [frame.palette_updates for frame in run.frames], where="mid", color=colour)
+        events = [frame.number for frame in run.frames if (frame.refit if marks_refits else frame.keyframe)]
+        for axes in (bits_axes, psnr_axes, changed_axes, palette_axes):
+            for number in events:
+                axes.axvline(number, color=colour, linestyle="--", linewidth=0.8, alpha=0.6)
+        handles.append(Line2D([], [], color=colour, label=f"K = {run.k}"))
+    handles.append(Line2D([], [], linestyle="", marker="^", color="grey", markeredgecolor="black", label="keyframe"))
+    event_label = "palette refit" if marks_refits else "keyframe (refits not recorded)"
+    handles.append(Line2D([], [], color="grey", linestyle="--", label=event_label))
+    bits_axes.set_yscale("log")
+    bits_axes.set_ylabel("kbit per frame")
+    bits_axes.set_title("bits per frame (.kmqv packet)", fontsize=10)
+    figure.legend(handles=handles, fontsize=9, loc="outside lower center", ncol=len(handles), frameon=False)
+    psnr_axes.set_ylabel("PSNR (dB)")
+    psnr_axes.set_title("PSNR per frame against the source", fontsize=10)
+    if not psnr_axes.lines:
+        psnr_axes.text(0.5, 0.5, "no source video given: no PSNR", transform=psnr_axes.transAxes, ha="center")
+    changed_axes.set_ylabel("pixels changed (%)")
+    changed_axes.set_title("share of pixels whose palette index changed (100 % on keyframes)", fontsize=10)
+    palette_axes.set_ylabel("entries sent")
+    palette_axes.set_title("palette entries sent (all on keyframes)", fontsize=10)
+    palette_axes.set_xlabel("frame number")
+    for axes in (bits_axes, psnr_axes, changed_axes, palette_axes):
+        axes.grid(True, alpha=0.3)
+    return png_bytes(figure)
+
+
+def worst_frame_figure(name: str, run: VideoRun) -> bytes:
+    """The frame with the lowest PSNR of a run: source, decoded, error map."""
+    number, original, decoded = run.worst
+    height, width = original.shape[:2]
+    figure = _figure(13, 13 / 3 * height / width + 0.9)
+    figure.suptitle(f"{name}: frame {number}, the lowest PSNR at K = {run.k}", fontsize=12)
+    picture_row(figure, original, decoded, f"decoded, K={run.k}: {psnr(original, decoded):.2f} dB")
+    return png_bytes(figure)
