@@ -562,13 +562,17 @@ class KmqvWriter:
         self.frames += 1
         self._write(packet)
 
+    def end_pts_so_far(self) -> int:
+        """When the last frame written stops showing: its pts plus the step before it (0 before any frame)."""
+        return 0 if self._last_pts is None else self._last_pts + self._frame_step
+
     def finish(self, *, end_pts: int | None = None, source_bytes: int = 0) -> int:
         """Write the keyframe index and the end record; return the file's size.
 
-        ``end_pts`` is when the last frame ends (default: its pts plus the last frame step).
+        ``end_pts`` is when the last frame ends (default: :meth:`end_pts_so_far`).
         """
         if end_pts is None:
-            end_pts = 0 if self._last_pts is None else self._last_pts + self._frame_step
+            end_pts = self.end_pts_so_far()
         self.end_pts = end_pts
         index_offset = self.offset
         entries = b"".join(_INDEX_ENTRY.pack(e.number, e.pts, e.offset) for e in self.keyframes)

@@ -33,6 +33,7 @@ __all__ = [
 VIDEO_SUFFIX = ".kmqv"
 EXPORT_KINDS = ("gif", "apng")
 DECODE_KINDS = ("ffv1", "h264", "png")
+_KIND_NAMES = {"ffv1": ".mkv", "h264": ".mp4", "png": "a folder of PNGs", "gif": ".gif", "apng": ".apng"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class EncodeSummary:
     frames, keyframes, refits, scene_cuts : int
         Frames written; keyframes among them; full palette fits (first frame and scene cuts).
     output_bytes, input_bytes : int
-        Sizes on disk.
+        Sizes on disk; for a trimmed encode, the input's share for the part encoded.
     psnr : float
         Over all frames together (from the mean squared error of every sample), dB.
     seconds : float
@@ -202,8 +203,10 @@ def encode_video(
                             keyframes=encoder.totals.keyframes,
                         )
                     )
-            output_bytes = writer.finish(source_bytes=info.file_bytes)
-            end_pts = writer.end_pts
+            end_pts = writer.end_pts_so_far()
+            # Against the part of the input that was encoded (all of it, unless trimmed).
+            input_bytes = source.share_of_file(float(end_pts * encoder.header.time_base))
+            output_bytes = writer.finish(end_pts=end_pts, source_bytes=input_bytes)
     totals = encoder.totals
     return EncodeSummary(
         input_path=Path(input_path),
@@ -217,7 +220,7 @@ def encode_video(
         refits=totals.refits,
         scene_cuts=totals.scene_cuts,
         output_bytes=output_bytes,
-        input_bytes=info.file_bytes,
+        input_bytes=input_bytes,
         psnr=totals.psnr,
         seconds=time.perf_counter() - started,
         duration=float(end_pts * encoder.header.time_base),
@@ -417,8 +420,8 @@ def decode_video(
     output = Path(output_path)
     kind = sink_kind(output_path)
     if kind not in kinds:
-        allowed = ", ".join(sorted(kinds))
-        raise InputError(f"{output} is a {kind} output; this command writes {allowed}")
+        allowed = " or ".join(_KIND_NAMES[name] for name in kinds)
+        raise InputError(f"cannot write {output}: this command writes {allowed}")
     with open_video(input_path, max_pixels=max_pixels) as video:
         header = video.header
         settings = dict(

@@ -58,7 +58,9 @@ class SourceInfo:
     frame_count : int or None
         Frames expected (an estimate for some containers), after start/duration/max-frames.
     duration : float or None
-        Seconds, when known.
+        Seconds, when known, after start/duration.
+    file_duration : float or None
+        Seconds of the whole file, when known.
     file_bytes : int
         Size of the input file.
     codec : str
@@ -75,6 +77,7 @@ class SourceInfo:
     frame_rate: Fraction | None
     frame_count: int | None
     duration: float | None
+    file_duration: float | None
     file_bytes: int
     codec: str
     rotation: int
@@ -198,6 +201,7 @@ class VideoSource:
             seconds = float(stream.duration * time_base)
         elif self._container.duration is not None:
             seconds = self._container.duration / 1_000_000
+        file_seconds = seconds
         count = stream.frames or (round(seconds * rate) if seconds and rate else None)
         if count is not None and rate and (self.start or self.stop is not None):
             end = seconds if self.stop is None or seconds is None else min(seconds, self.stop)
@@ -215,6 +219,7 @@ class VideoSource:
             frame_rate=rate,
             frame_count=count,
             duration=seconds,
+            file_duration=file_seconds,
             file_bytes=self.path.stat().st_size,
             codec=context.name,
             rotation=rotation,
@@ -328,6 +333,13 @@ class VideoSource:
         if turns:
             pixels = np.ascontiguousarray(np.rot90(pixels, turns))
         return SourceFrame(pts=pts, pixels=pixels)
+
+    def share_of_file(self, seconds: float) -> int:
+        """Bytes of the input file that ``seconds`` of its video account for (the whole file when unknown)."""
+        whole = self.info.file_duration
+        if not whole or seconds >= whole:
+            return self.info.file_bytes
+        return round(self.info.file_bytes * seconds / whole)
 
     # -- lifetime
 
