@@ -65,7 +65,8 @@ class Histogram:
     bin_of_pixel: np.ndarray
     bits: int
     shape: tuple[int, int, int]
-    _coarser: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: Things derived from the bins once and reused (coarser levels, remap's bin boxes).
+    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def channels(self) -> int:
@@ -87,9 +88,10 @@ class Histogram:
 
         Computed once per histogram and kept: k-means and remap both start from it.
         """
-        if bits not in self._coarser:
-            self._coarser[bits] = coarsen_with_parents(self, bits)
-        return self._coarser[bits]
+        key = ("coarser", bits)
+        if key not in self.derived:
+            self.derived[key] = coarsen_with_parents(self, bits)
+        return self.derived[key]
 
     def coarse_level(self) -> tuple["Histogram", np.ndarray] | None:
         """:meth:`coarser` at :data:`COARSE_BITS` when this histogram is large enough to be

@@ -40,11 +40,11 @@ SEEDING_TRIALS = 6
 #: Independent seedings tried by a fresh fit; the one with the least distortion wins.
 DEFAULT_RESTARTS = 1
 #: Centre relocations tried by a fresh fit (see :func:`relocate_centres`).
-DEFAULT_RELOCATIONS = 3
+DEFAULT_RELOCATIONS = 6
 #: Iteration cap of the Lloyd run that settles each tried relocation.
 RELOCATION_MAX_ITER = 4
 #: Relocations tried again on the full histogram, after the coarse fit has been carried over.
-FINE_RELOCATIONS = 2
+FINE_RELOCATIONS = 1
 #: Iteration cap of the run that finishes on the full histogram, starting from the coarse fit.
 FINISH_MAX_ITER = 5
 
@@ -89,8 +89,8 @@ def fit_palette(
     init: np.ndarray | None = None,
     max_iter: int | None = None,
     space: str = "rgb",
-    restarts: int = DEFAULT_RESTARTS,
-    relocations: int = DEFAULT_RELOCATIONS,
+    restarts: int | None = None,
+    relocations: int | None = None,
 ) -> PaletteFit:
     """Fit ``k`` colours to a histogram by weighted k-means.
 
@@ -109,11 +109,11 @@ def fit_palette(
         Lloyd iteration cap per run: 300 for a fresh fit, 8 when continuing from ``init``.
     space : {"rgb", "oklab"}
         Where distances are measured.
-    restarts : int
-        k-means++ seedings tried by a fresh fit (ignored with ``init``).
-    relocations : int
+    restarts : int, optional
+        k-means++ seedings tried by a fresh fit (default 1; ignored with ``init``).
+    relocations : int, optional
         Centre relocations tried by a fresh fit after Lloyd converges (see
-        :func:`relocate_centres`; ignored with ``init``).
+        :func:`relocate_centres`; default 6; ignored with ``init``).
 
     Returns
     -------
@@ -139,6 +139,8 @@ def fit_palette(
         clustering.labels[:] = np.arange(len(data.weights))
         iterations = 0
     else:
+        restarts = DEFAULT_RESTARTS if restarts is None else restarts
+        relocations = DEFAULT_RELOCATIONS if relocations is None else relocations
         clustering, iterations = _fresh_fit(histogram, data, k, seed, space, restarts, relocations, max_iter)
     palette = from_space(clustering.centres[:, : histogram.channels], space)
     labels = clustering.labels
@@ -334,19 +336,8 @@ class _Clustering:
         return iterations
 
     def move_centre(self, data: _WeightedPoints, entry: int, position: np.ndarray) -> None:
-        """Put centre ``entry`` at ``position`` and update every bound it touches, exactly.
-
-        Its own points learn their new distance, and so do the points whose runner-up it is;
-        every other point can only have gained a closer rival, at a distance now known.
-        """
-        self.centres[entry] = position
-        distances = np.sqrt(((data.points - position) ** 2).sum(axis=1))
-        own = self.labels == entry
-        rival = (self.runner_up == entry) & ~own
-        other = ~(own | rival)
-        self.bounds[own, _UPPER] = distances[own]
-        self.bounds[rival, _RUNNER_UP] = distances[rival]
-        self.bounds[other, _OTHERS] = np.minimum(self.bounds[other, _OTHERS], distances[other])
+        """Put centre ``entry`` at ``position`` and update every bound it touches, exactly."""
+        _move_centre(data.points, self.centres, self.labels, self.runner_up, self.bounds, entry, position)
 
 
 def _fresh_fit(histogram, data, k, seed, space, restarts, relocations, max_iter):
@@ -545,17 +536,14 @@ def replace_empty_clusters(points, point_sums, weights, centres, labels, runner_
 
 @numba.njit(cache=True)
 def _search(points, i, centres_by_channel, scratch, labels, runner_up, bounds):
-    """Full search for point i: its nearest centre, runner-up, and exact bounds. Returns
-    whether its label changed."""
+    """Full search for point i: its nearest centre, runner-up, and exact bounds."""
     squared_distances_to_all(points[i], centres_by_channel, scratch)
     best, best_distance, second, second_distance, third_distance = three_smallest(scratch)
-    changed = labels[i] != best
     labels[i] = best
     runner_up[i] = second
     bounds[i, _UPPER] = np.sqrt(best_distance)
     bounds[i, _RUNNER_UP] = np.sqrt(second_distance)
     bounds[i, _OTHERS] = np.sqrt(third_distance)
-    return changed
 
 
 @numba.njit(cache=True)
@@ -567,7 +555,8 @@ def _weighted_lloyd(points, point_sums, weights, centres, labels, runner_up, bou
     distance to every other centre. While the upper bound stays below the lower bounds (or half
     the gap from its centre to the nearest other centre) the point is skipped; a point on the
     border of two clusters, the common case, then checks only its runner-up, and a full search
-    over all centres is left to points whose far bound fails. With ``fresh`` every point is first
+    over all centres is left to points whose far bound fails. Cluster totals follow the points
+    that change cluster instead of being summed again. With ``fresh`` every point is first
     assigned by full search; otherwise labels and bounds are taken as valid.
 
     Returns the number of centre updates and the final error (weighted squared distances).
@@ -576,57 +565,23 @@ def _weighted_lloyd(points, point_sums, weights, centres, labels, runner_up, bou
     k = centres.shape[0]
     centres_by_channel = np.ascontiguousarray(centres.T)
     scratch = np.empty(k)
+    shift = np.zeros(k)
+    half_gap = np.zeros(k)
+    cluster_sums = np.zeros((k, WIDTH))
+    cluster_weights = np.zeros(k)
     if fresh:
         for i in range(n):
             _search(points, i, centres_by_channel, scratch, labels, runner_up, bounds)
+    for i in range(n):
+        cluster_weights[labels[i]] += weights[i]
+        for channel in range(WIDTH):
+            cluster_sums[labels[i], channel] += point_sums[i, channel]
+    if not fresh:
+        _assign(points, point_sums, weights, centres, centres_by_channel, labels, runner_up, bounds,
+                shift, half_gap, scratch, cluster_sums, cluster_weights, False)
     total_weight = weights.sum()
-    cluster_sums = np.empty((k, WIDTH))
-    cluster_weights = np.empty(k)
-    shift = np.empty(k)
-    half_gap = np.empty(k)
     iterations = 0
-    finishing = False
     while True:
-        if iterations > 0 or not fresh:
-            for j in range(k):
-                gap = np.inf
-                for other in range(k):
-                    if other != j:
-                        gap = min(gap, _squared_distance(centres, j, centres, other))
-                half_gap[j] = 0.5 * np.sqrt(gap)
-            changes = 0
-            for i in range(n):
-                label = labels[i]
-                gate = max(half_gap[label], min(bounds[i, _RUNNER_UP], bounds[i, _OTHERS]))
-                if bounds[i, _UPPER] <= gate:
-                    continue
-                upper = np.sqrt(_squared_distance(points, i, centres, label))
-                bounds[i, _UPPER] = upper
-                if upper <= gate:
-                    continue
-                if upper <= bounds[i, _OTHERS]:
-                    # Only the runner-up can be nearer.
-                    rival = runner_up[i]
-                    rival_distance = np.sqrt(_squared_distance(points, i, centres, rival))
-                    bounds[i, _RUNNER_UP] = rival_distance
-                    if rival_distance < upper:
-                        labels[i] = rival
-                        runner_up[i] = label
-                        bounds[i, _UPPER] = rival_distance
-                        bounds[i, _RUNNER_UP] = upper
-                        changes += 1
-                    continue
-                if _search(points, i, centres_by_channel, scratch, labels, runner_up, bounds):
-                    changes += 1
-            # After the last update one more assignment leaves every label on its nearest centre.
-            if finishing or (changes == 0 and iterations > 0):
-                break
-        cluster_sums.fill(0.0)
-        cluster_weights.fill(0.0)
-        for i in range(n):
-            cluster_weights[labels[i]] += weights[i]
-            for channel in range(WIDTH):
-                cluster_sums[labels[i], channel] += point_sums[i, channel]
         replace_empty_clusters(points, point_sums, weights, centres, labels, runner_up, cluster_sums, cluster_weights, bounds)
         movement = 0.0
         for j in range(k):
@@ -642,8 +597,19 @@ def _weighted_lloyd(points, point_sums, weights, centres, labels, runner_up, bou
             shift[j] = np.sqrt(squared_shift)
             movement += cluster_weights[j] * squared_shift
         iterations += 1
-        _update_bounds(points, centres, labels, runner_up, bounds, shift)
         finishing = iterations >= max_iter or movement <= tolerance * total_weight
+        for j in range(k):
+            gap = np.inf
+            for other in range(k):
+                if other != j:
+                    gap = min(gap, _squared_distance(centres, j, centres, other))
+            half_gap[j] = 0.5 * np.sqrt(gap)
+        # After the last update one more assignment leaves every label on its nearest centre,
+        # and the bounds valid for callers that resume.
+        changes = _assign(points, point_sums, weights, centres, centres_by_channel, labels, runner_up, bounds,
+                          shift, half_gap, scratch, cluster_sums, cluster_weights, True)
+        if finishing or changes == 0:
+            break
     error = 0.0
     for i in range(n):
         error += weights[i] * _squared_distance(points, i, centres, labels[i])
@@ -651,39 +617,85 @@ def _weighted_lloyd(points, point_sums, weights, centres, labels, runner_up, bou
 
 
 @numba.njit(cache=True)
-def _update_bounds(points, centres, labels, runner_up, bounds, shift):
-    """Keep every point's bounds valid after the centres moved by ``shift``.
-
-    The bound on "every other centre" must drop by the largest shift among them, so one centre
-    that jumps far (a relocated one, settling) would loosen every point's bound and send them
-    all to a full search. When the two largest shifts stand out, those two centres are measured
-    exactly instead and the bound drops only by the third largest shift.
-    """
-    # Shifts are negated so three_smallest finds the largest ones.
-    negated = np.empty(shift.shape[0])
-    for j in range(shift.shape[0]):
+def _assign(points, point_sums, weights, centres, centres_by_channel, labels, runner_up, bounds,
+            shift, half_gap, scratch, cluster_sums, cluster_weights, moved):
+    """One assignment pass: loosen each point's bounds by the centres' shifts (when ``moved``),
+    and search only where the bounds no longer prove the label. A point that changes cluster
+    carries its weight and colour sum over. Returns the number of changes."""
+    k = centres.shape[0]
+    # The largest shift among a point's "other" centres is one of the three largest shifts; when
+    # the two largest stand out (a relocated centre settling), those two are measured instead,
+    # so that one far jump does not loosen every point's bound.
+    negated = np.empty(k)
+    for j in range(k):
         negated[j] = -shift[j]
     biggest, biggest_shift, second_biggest, second_shift, third_shift = three_smallest(negated)
-    biggest_shift, second_shift, third_shift = -biggest_shift, -second_shift, -third_shift
-    measure_movers = second_shift > 2.0 * third_shift and shift.shape[0] > 3
+    biggest_shift, second_shift = -biggest_shift, -second_shift
+    third_shift = -third_shift if k > 2 else 0.0
+    measure_movers = moved and k > 3 and second_shift > 2.0 * third_shift
+    changes = 0
     for i in range(points.shape[0]):
         label = labels[i]
         rival = runner_up[i]
-        bounds[i, _UPPER] += shift[label]
-        bounds[i, _RUNNER_UP] -= shift[rival]
-        if measure_movers:
-            others = bounds[i, _OTHERS] - third_shift
-            if biggest != label and biggest != rival:
-                others = min(others, np.sqrt(_squared_distance(points, i, centres, biggest)))
-            if second_biggest != label and second_biggest != rival:
-                others = min(others, np.sqrt(_squared_distance(points, i, centres, second_biggest)))
-            bounds[i, _OTHERS] = others
-        elif biggest != label and biggest != rival:
-            bounds[i, _OTHERS] -= biggest_shift
-        elif second_biggest != label and second_biggest != rival:
-            bounds[i, _OTHERS] -= second_shift
+        if moved:
+            bounds[i, _UPPER] += shift[label]
+            bounds[i, _RUNNER_UP] -= shift[rival]
+            if measure_movers:
+                others = bounds[i, _OTHERS] - third_shift
+                if biggest != label and biggest != rival:
+                    others = min(others, np.sqrt(_squared_distance(points, i, centres, biggest)))
+                if second_biggest != label and second_biggest != rival:
+                    others = min(others, np.sqrt(_squared_distance(points, i, centres, second_biggest)))
+                bounds[i, _OTHERS] = others
+            elif biggest != label and biggest != rival:
+                bounds[i, _OTHERS] -= biggest_shift
+            elif second_biggest != label and second_biggest != rival:
+                bounds[i, _OTHERS] -= second_shift
+            else:
+                bounds[i, _OTHERS] -= third_shift
+        gate = max(half_gap[label], min(bounds[i, _RUNNER_UP], bounds[i, _OTHERS]))
+        if bounds[i, _UPPER] <= gate:
+            continue
+        upper = np.sqrt(_squared_distance(points, i, centres, label))
+        bounds[i, _UPPER] = upper
+        if upper <= gate:
+            continue
+        if upper <= bounds[i, _OTHERS]:
+            # Only the runner-up can be nearer.
+            rival_distance = np.sqrt(_squared_distance(points, i, centres, rival))
+            bounds[i, _RUNNER_UP] = rival_distance
+            if rival_distance < upper:
+                labels[i] = rival
+                runner_up[i] = label
+                bounds[i, _UPPER] = rival_distance
+                bounds[i, _RUNNER_UP] = upper
         else:
-            bounds[i, _OTHERS] -= third_shift
+            _search(points, i, centres_by_channel, scratch, labels, runner_up, bounds)
+        if labels[i] != label:
+            changes += 1
+            new = labels[i]
+            cluster_weights[label] -= weights[i]
+            cluster_weights[new] += weights[i]
+            for channel in range(WIDTH):
+                cluster_sums[label, channel] -= point_sums[i, channel]
+                cluster_sums[new, channel] += point_sums[i, channel]
+    return changes
+
+
+@numba.njit(cache=True)
+def _move_centre(points, centres, labels, runner_up, bounds, entry, position):
+    """Move one centre; its own points learn their new distance, and so do the points whose
+    runner-up it is; every other point can only have gained a closer rival, now measured."""
+    for channel in range(WIDTH):
+        centres[entry, channel] = position[channel]
+    for i in range(points.shape[0]):
+        distance = np.sqrt(_squared_distance(points, i, centres, entry))
+        if labels[i] == entry:
+            bounds[i, _UPPER] = distance
+        elif runner_up[i] == entry:
+            bounds[i, _RUNNER_UP] = distance
+        else:
+            bounds[i, _OTHERS] = min(bounds[i, _OTHERS], distance)
 
 
 @numba.njit(cache=True)

@@ -138,8 +138,10 @@ def assign_bins(histogram: Histogram, palette_points: np.ndarray) -> BinAssignme
 def _bin_boxes(histogram: Histogram) -> tuple[np.ndarray, np.ndarray]:
     """Each bin's box of possible colours as a padded centre and a half-width; a bin whose
     pixels all share one colour is a box of size zero around that colour."""
-    centres = padded(np.where(histogram.pure[:, None], histogram.colors, histogram.bin_box_centers()))
-    return centres, np.where(histogram.pure, 0.0, (histogram.bin_width - 1) / 2.0)
+    if "boxes" not in histogram.derived:
+        centres = padded(np.where(histogram.pure[:, None], histogram.colors, histogram.bin_box_centers()))
+        histogram.derived["boxes"] = centres, np.where(histogram.pure, 0.0, (histogram.bin_width - 1) / 2.0)
+    return histogram.derived["boxes"]
 
 
 def indices_for_histogram(
@@ -371,23 +373,23 @@ def _pixels_by_candidates(rows, bin_of_pixel, nearest, candidate_start, candidat
         start = candidate_start[b]
         stop = candidate_start[b + 1]
         if start == stop:
-            best = nearest[b]
-        else:
-            for channel in range(channels):
-                colour[channel] = rows[pixel, channel]
-            best = -1
-            best_distance = np.inf
-            for position in range(start, stop):
-                j = candidates[position]
-                distance = _squared_distance_to_entry(colour, palette_points, j)
-                if distance < best_distance:
-                    best_distance = distance
-                    best = j
-            if entries > 0:
-                counts[best] += 1.0
-                for channel in range(channels):
-                    sums[best, channel] += colour[channel]
+            indices[pixel] = nearest[b]
+            continue
+        for channel in range(channels):
+            colour[channel] = rows[pixel, channel]
+        best = -1
+        best_distance = np.inf
+        for position in range(start, stop):
+            j = candidates[position]
+            distance = _squared_distance_to_entry(colour, palette_points, j)
+            if distance < best_distance:
+                best_distance = distance
+                best = j
         indices[pixel] = best
+        if entries > 0:
+            counts[best] += 1.0
+            for channel in range(channels):
+                sums[best, channel] += colour[channel]
     return indices, sums, counts
 
 
