@@ -128,28 +128,6 @@ def test_report_opens_offline_in_headless_chromium(analyzed, tmp_path):
     assert_not_blank(tmp_path / "report.png")
 
 
-def test_kmeans_is_ahead_of_hierarchical_on_every_real_photo(any_photo):
-    from kmq.analysis.compare import compare_methods
-
-    image = np.ascontiguousarray(any_photo[::3, ::3, :3])
-    comparison = compare_methods(image, (8, 16, 64), ("kmeans", "hierarchical"))
-    gaps = {k: comparison.trial("kmeans", k).psnr - comparison.trial("hierarchical", k).psnr for k in comparison.ks}
-    assert all(gap > 0 for gap in gaps.values()), gaps
-    assert comparison.findings()[0].startswith("k-means is ahead of hierarchical (Ward) clustering on PSNR at every K")
-
-
-def test_findings_say_so_when_hierarchical_is_not_behind():
-    from kmq.analysis.compare import compare_methods
-
-    # two flat colours: every method finds them exactly, so k-means is not ahead
-    image = np.zeros((16, 16, 3), np.uint8)
-    image[8:] = (200, 30, 90)
-    comparison = compare_methods(image, (2,), ("kmeans", "hierarchical"))
-    assert comparison.findings() == [
-        "On this image hierarchical (Ward) clustering is not behind k-means at K = 2: lossless against lossless."
-    ]
-
-
 def test_minibatch_is_skipped_with_a_reason_without_scikit_learn(monkeypatch, photo):
     import sys
 
