@@ -17,9 +17,11 @@ def psnr(image: np.ndarray, reconstruction: np.ndarray) -> float:
     return float(10 * np.log10(255**2 / error))
 
 
-def nearest_squared_distances(pixels, palette):
+def assert_each_pixel_has_its_nearest_entry(pixels, palette, indices):
     rows = pixels.reshape(-1, pixels.shape[2]).astype(np.float64)
-    return ((rows[:, None, :] - palette.astype(np.float64)[None]) ** 2).sum(axis=2)
+    distances = ((rows[:, None, :] - palette.astype(np.float64)[None]) ** 2).sum(axis=2)
+    chosen = distances[np.arange(len(distances)), indices.reshape(-1)]
+    np.testing.assert_array_equal(chosen, distances.min(axis=1))
 
 
 def test_palette_has_at_most_k_entries(photo):
@@ -30,9 +32,7 @@ def test_palette_has_at_most_k_entries(photo):
 
 def test_every_pixel_gets_its_nearest_palette_entry(photo):
     palette, indices = quantize_pixels(photo, 32)
-    distances = nearest_squared_distances(photo, palette)
-    chosen = distances[np.arange(len(distances)), indices.reshape(-1)]
-    np.testing.assert_array_equal(chosen, distances.min(axis=1))
+    assert_each_pixel_has_its_nearest_entry(photo, palette, indices)
 
 
 def test_every_entry_is_used(photo):
@@ -113,9 +113,7 @@ def test_rgba_photo_keeps_the_nearest_entry_property(photo):
     alpha = np.linspace(1, 255, photo.shape[1]).astype(np.uint8)[None, :].repeat(photo.shape[0], 0)
     rgba = np.dstack([photo, alpha])
     palette, indices = quantize_pixels(rgba, 48)
-    distances = nearest_squared_distances(rgba, palette)
-    chosen = distances[np.arange(len(distances)), indices.reshape(-1)]
-    np.testing.assert_array_equal(chosen, distances.min(axis=1))
+    assert_each_pixel_has_its_nearest_entry(rgba, palette, indices)
 
 
 def test_oklab_palette_reconstructs_the_photo(photo):
@@ -169,9 +167,7 @@ def test_small_random_images_map_each_pixel_to_its_nearest_entry(image, k):
     if image.shape[2] == 4:
         canonical[canonical[..., 3] == 0] = 0
     palette, indices = quantize_pixels(image, k)
-    distances = nearest_squared_distances(canonical, palette)
-    chosen = distances[np.arange(len(distances)), indices.reshape(-1)]
-    np.testing.assert_array_equal(chosen, distances.min(axis=1))
+    assert_each_pixel_has_its_nearest_entry(canonical, palette, indices)
 
 
 @settings(max_examples=40, deadline=None)

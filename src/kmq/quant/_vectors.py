@@ -37,12 +37,18 @@ def squared_distances_to_all(point, by_channel, out):
 
 
 @numba.njit(cache=True)
-def _smallest(values):
-    """Position and value of the smallest entry: a branch-free minimum (it vectorises), then
-    a scan for its first position."""
+def _minimum(values):
     smallest = np.inf
     for j in range(values.shape[0]):
         smallest = min(smallest, values[j])
+    return smallest
+
+
+@numba.njit(cache=True)
+def _smallest(values):
+    """Position and value of the smallest entry: a branch-free minimum (it vectorises), then
+    a scan for its first position."""
+    smallest = _minimum(values)
     position = 0
     while position < values.shape[0] - 1 and values[position] != smallest:
         position += 1
@@ -54,9 +60,7 @@ def two_smallest(values):
     """Position of the smallest value, the smallest, and the second smallest (inf if none)."""
     position, smallest = _smallest(values)
     values[position] = np.inf
-    second = np.inf
-    for j in range(values.shape[0]):
-        second = min(second, values[j])
+    second = _minimum(values)
     values[position] = smallest
     return position, smallest, second
 
@@ -66,11 +70,6 @@ def three_smallest(values):
     """Positions and values of the two smallest entries, and the third smallest value."""
     first, first_value = _smallest(values)
     values[first] = np.inf
-    second, second_value = _smallest(values)
-    values[second] = np.inf
-    third_value = np.inf
-    for j in range(values.shape[0]):
-        third_value = min(third_value, values[j])
-    values[second] = second_value
+    second, second_value, third_value = two_smallest(values)
     values[first] = first_value
     return first, first_value, second, second_value, third_value

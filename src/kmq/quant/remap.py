@@ -263,6 +263,31 @@ def _nearest_of_points(points, palette_by_channel):
 
 
 @numba.njit(cache=True)
+def _append_rivals(candidates, used, best, rivals, distances, margin, l1_distances):
+    """Append ``best`` and every rival that beats it somewhere in a box of half-width
+    ``margin``/2; returns the new count, unchanged when no rival can (the bin is certain)."""
+    first = used
+    candidates[used] = best
+    used += 1
+    for j in rivals:
+        if j != best and distances[j] - distances[best] < margin * l1_distances[best, j]:
+            candidates[used] = j
+            used += 1
+    return first if used == first + 1 else used
+
+
+@numba.njit(cache=True)
+def _with_room(candidates, used, more):
+    """``candidates`` itself, or a copy twice as large, so that ``more`` entries fit after ``used``."""
+    if used + more <= candidates.shape[0]:
+        return candidates
+    grown = np.empty(2 * candidates.shape[0] + more, np.int32)
+    for position in range(used):
+        grown[position] = candidates[position]
+    return grown
+
+
+@numba.njit(cache=True)
 def _bins_candidates(bin_points, half_width, diagonal, palette_by_channel, l1_distances):
     """Nearest entry to each bin's reference point, and the entries that can beat it in the box.
 
@@ -277,6 +302,7 @@ def _bins_candidates(bin_points, half_width, diagonal, palette_by_channel, l1_di
     candidates = np.empty(4 * bins + entries, np.int32)
     used = 0
     distances = np.empty(entries)
+    every_entry = np.arange(entries)
     for b in range(bins):
         squared_distances_to_all(bin_points[b], palette_by_channel, distances)
         best, best_distance, second_distance = two_smallest(distances)
@@ -286,21 +312,8 @@ def _bins_candidates(bin_points, half_width, diagonal, palette_by_channel, l1_di
         # to the second nearest by its diameter is served by that entry throughout.
         if np.sqrt(second_distance) - np.sqrt(best_distance) >= 2.0 * half_width[b] * diagonal:
             continue
-        if used + entries > candidates.shape[0]:
-            grown = np.empty(2 * candidates.shape[0], np.int32)
-            for position in range(used):
-                grown[position] = candidates[position]
-            candidates = grown
-        first = used
-        candidates[used] = best
-        used += 1
-        margin = 2.0 * half_width[b]
-        for j in range(entries):
-            if j != best and distances[j] - distances[best] < margin * l1_distances[best, j]:
-                candidates[used] = j
-                used += 1
-        if used == first + 1:
-            used = first
+        candidates = _with_room(candidates, used, entries)
+        used = _append_rivals(candidates, used, best, every_entry, distances, 2.0 * half_width[b], l1_distances)
     candidate_start[bins] = used
     return nearest, candidate_start, candidates[:used].copy()
 
@@ -339,22 +352,9 @@ def _bins_candidates_within(
         nearest[b] = best
         if half_width[b] <= 0.0:
             continue
-        if used + stop - start > candidates.shape[0]:
-            grown = np.empty(2 * candidates.shape[0] + stop - start, np.int32)
-            for position in range(used):
-                grown[position] = candidates[position]
-            candidates = grown
-        first = used
-        candidates[used] = best
-        used += 1
-        margin = 2.0 * half_width[b]
-        for position in range(start, stop):
-            j = parent_candidates[position]
-            if j != best and distances[j] - best_distance < margin * l1_distances[best, j]:
-                candidates[used] = j
-                used += 1
-        if used == first + 1:
-            used = first
+        candidates = _with_room(candidates, used, stop - start)
+        rivals = parent_candidates[start:stop]
+        used = _append_rivals(candidates, used, best, rivals, distances, 2.0 * half_width[b], l1_distances)
     candidate_start[bins] = used
     return nearest, candidate_start, candidates[:used].copy()
 
