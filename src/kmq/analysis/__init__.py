@@ -1,4 +1,4 @@
-"""Measurements and reports: metrics (PSNR, SSIM, bits per pixel, ratios)."""
+"""Measurements and reports: metrics (PSNR, SSIM, bits per pixel, ratios) and the `kmq analyze` comparisons and pages."""
 
 from kmq.analysis.metrics import bits_per_pixel, compression_ratio, mse, psnr, ssim
 
