@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
+from conftest import run_kmq
 from kmq.codec.video import KmqvReader, parse_frame
 from kmq.errors import InputError
 from kmq.media.video import encode_video, open_video
@@ -50,6 +52,7 @@ def test_spans_start_at_source_keyframes_and_cover_the_video(clip):
     assert all(start % GOP == 0 for start in starts) and starts == sorted(set(starts))
     assert [span.end_pts for span in spans[:-1]] == [span.start_pts for span in spans[1:]] and spans[-1].end_pts is None
     assert [span.offset for span in spans] == [span.start_pts - spans[0].start_pts for span in spans]
+    assert sum(span.frames for span in spans) == FRAMES
 
 
 def test_a_video_with_fewer_keyframes_than_chunks_gives_one_chunk_per_keyframe(clip):
@@ -91,17 +94,26 @@ def test_the_joined_file_decodes_exactly_as_the_chunks_decoded_one_by_one(clip, 
         assert {entry.number for entry in reader.keyframes} >= set(chunk_starts)
 
 
-def test_chunked_encoding_on_a_local_cluster_keeps_every_frame_and_timestamp(clip, tmp_path):
+def test_video_encode_with_chunks_on_a_local_cluster_keeps_every_frame_and_timestamp(clip, tmp_path):
     whole = encode_video(clip, tmp_path / "whole.kmqv", k=16)
-    summary = encode_video_chunked(clip, tmp_path / "chunked.kmqv", chunks=4, workers=2, k=16)
-    assert (summary.frames, summary.duration) == (whole.frames, whole.duration) == (FRAMES, pytest.approx(4.0))
-    assert summary.keyframes >= 4 and summary.refits >= 4 and summary.psnr > 25
+    result = run_kmq("video", "encode", str(clip), "-o", str(tmp_path / "chunked.kmqv"), "-k", "16", "--chunks", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert (facts["frames"], facts["duration_seconds"]) == (whole.frames, whole.duration) == (FRAMES, pytest.approx(4.0))
+    assert facts["keyframes"] >= 4 and facts["palette_refits"] >= 4 and facts["psnr_db"] > 25
     chunked, reference = _frames(tmp_path / "chunked.kmqv"), _frames(tmp_path / "whole.kmqv")
     assert [frame.pts for frame in chunked] == [frame.pts for frame in reference]
     spans, time_base = plan_chunks(clip, 4)
     frame_units = round(1 / (10 * time_base))
     assert {span.start_pts // frame_units for span in spans} <= {frame.number for frame in chunked if frame.keyframe}
     assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".")], "chunk files were left behind"
+
+
+def test_a_scheduler_without_chunks_or_chunks_with_a_time_range_is_bad_usage(clip, tmp_path):
+    for extra in (["--scheduler", "tcp://127.0.0.1:9"], ["--chunks", "2", "--duration", "1"]):
+        result = run_kmq("video", "encode", str(clip), "-o", str(tmp_path / "out.kmqv"), *extra)
+        assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+    assert not (tmp_path / "out.kmqv").exists()
 
 
 def test_a_file_that_is_not_a_video_is_an_input_error_before_any_cluster_starts(tmp_path):

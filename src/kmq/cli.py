@@ -281,6 +281,25 @@ def _run_batch(args: argparse.Namespace) -> int:
     return EXIT_FAILED if summary.failed or summary.interrupted else EXIT_OK
 
 
+def _chunked_video_encoder(args: argparse.Namespace) -> Callable[..., Any]:
+    """``encode_video`` for ``kmq video encode --chunks N``: the same arguments, the work spread over Dask."""
+    from kmq.errors import InputError
+    from kmq.scale.chunks import encode_video_chunked
+    from kmq.scale.signals import graceful_stop
+
+    if args.scheduler and args.chunks is None:
+        raise InputError("--scheduler needs --chunks")
+
+    def encode(input_path: str, output_path: str | None, **options: Any) -> Any:
+        for name in ("max_frames", "start", "duration"):
+            if options.pop(name) is not None:
+                raise InputError(f"--chunks encodes the whole video; it does not combine with --{name.replace('_', '-')}")
+        with graceful_stop() as stop:
+            return encode_video_chunked(input_path, output_path, chunks=args.chunks, scheduler=args.scheduler, stop=stop, **options)
+
+    return encode
+
+
 # ---------------------------------------------------------------- analyze
 
 _ANALYSIS_METHODS = "kmeans,hierarchical,mediancut,octree,minibatch"
@@ -477,6 +496,8 @@ def _add_video_commands(commands: Any) -> None:
     encode.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     encode.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse larger frames")
     encode.add_argument("--json", action="store_true", help="print the summary as JSON")
+    encode.add_argument("--chunks", type=_positive_int, default=None, metavar="N", help="split at keyframes into N parts encoded in parallel on Dask")
+    encode.add_argument("--scheduler", metavar="ADDRESS", default=None, help="with --chunks: an existing Dask cluster, e.g. tcp://HOST:8786")
     encode.set_defaults(run=_run_video_encode)
 
     for name, help_text, target in (
@@ -502,7 +523,7 @@ def _run_video_encode(args: argparse.Namespace) -> int:
     console = _console(args)
     options = {} if args.keyint is None else {"keyint": args.keyint}
     with _EncodeProgressBar(console, enabled=not (args.json or args.quiet)) as bar:
-        summary = encode_video(
+        summary = (encode_video if args.chunks is None and args.scheduler is None else _chunked_video_encoder(args))(
             args.input,
             args.output,
             k=args.k,

@@ -44,12 +44,15 @@ class ChunkSpan:
     offset : int
         ``start_pts`` minus the timestamp of the video's first frame: what the chunk's own
         timestamps (which start at 0) become in the joined stream.
+    frames : int
+        Frames expected (packets counted in the container), for progress.
     """
 
     index: int
     start_pts: int
     end_pts: int | None
     offset: int
+    frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,24 +108,27 @@ def plan_chunks(path: str | os.PathLike, chunks: int) -> tuple[list[ChunkSpan], 
                 raise InputError(f"{source} has no video stream")
             stream = container.streams.video[0]
             time_base = Fraction(stream.time_base or Fraction(1, 1000))
-            keyframes, last_pts = [], None
+            keyframes, frame_pts = [], []
             for packet in container.demux(stream):
                 if packet.size == 0 or packet.pts is None:
                     continue
                 if packet.is_keyframe:
                     keyframes.append(packet.pts)
-                last_pts = packet.pts if last_pts is None else max(last_pts, packet.pts)
+                frame_pts.append(packet.pts)
         first_pts = _first_frame_pts(source, time_base)
     except av.error.FFmpegError as exc:
         raise InputError(f"{source} is not a video PyAV can read ({exc})") from None
-    if last_pts is None or first_pts is None:
+    if not frame_pts or first_pts is None:
         raise InputError(f"{source} has no timestamped frames to split into chunks")
-    starts = _balanced_starts(sorted(pts for pts in set(keyframes) if pts > first_pts), first_pts, last_pts, chunks)
+    starts = _balanced_starts(sorted(pts for pts in set(keyframes) if pts > first_pts), first_pts, max(frame_pts), chunks)
     bounds = [first_pts, *starts]
-    return [
-        ChunkSpan(index=i, start_pts=start, end_pts=bounds[i + 1] if i + 1 < len(bounds) else None, offset=start - first_pts)
-        for i, start in enumerate(bounds)
-    ], time_base
+    frame_pts = np.sort(np.array(frame_pts, np.int64))
+    spans = []
+    for i, start in enumerate(bounds):
+        end = bounds[i + 1] if i + 1 < len(bounds) else None
+        frames = np.searchsorted(frame_pts, end if end is not None else frame_pts[-1] + 1) - np.searchsorted(frame_pts, start)
+        spans.append(ChunkSpan(index=i, start_pts=start, end_pts=end, offset=start - first_pts, frames=int(frames)))
+    return spans, time_base
 
 
 def _first_frame_pts(source: Path, time_base: Fraction) -> int | None:
@@ -451,7 +457,7 @@ def _run_chunks(
                     progress(
                         EncodeProgress(
                             frames=sum(r.frames for r in results.values()),
-                            total=None,
+                            total=sum(span.frames for span in spans),
                             output_bytes=sum(r.output_bytes for r in results.values()),
                             elapsed=time.perf_counter() - started,
                             keyframes=sum(r.keyframes for r in results.values()),
