@@ -183,9 +183,10 @@ def _rgb_axes(axes: Any, title: str) -> None:
     axes.set_ylabel("G (0–255)", fontsize=9, labelpad=2)
     axes.set_zlabel("B (0–255)", fontsize=9, labelpad=2)
     for setter in (axes.set_xlim, axes.set_ylim, axes.set_zlim):
-        setter(0, 255)
+        setter(-8, 263)  # room for the markers of colours at 0 and 255
     axes.tick_params(labelsize=7, pad=0)
     axes.view_init(elev=22, azim=-58)
+    axes.computed_zorder = False  # centroids, drawn last, stay on top of the pixel cloud
     # shrink the cube a little so the axis labels stay inside the panel
     axes.set_box_aspect(None, zoom=0.9)
 
