@@ -18,7 +18,6 @@ from kmq.codec import entropy
 from kmq.codec.video import StreamHeader, pack_frame
 from kmq.errors import InputError
 from kmq.quant import fit_palette
-from kmq.quant._checks import check_colors
 from kmq.quant.histogram import Histogram, as_pixel_rows, build_histogram, histogram_of_rows
 
 __all__ = ["VideoEncoder", "EncodedFrame", "EncoderTotals", "DITHERS"]
@@ -50,8 +49,9 @@ CUT_DISTORTION_RATIO = 2.5
 #: ... and distortion (mean squared error per channel) is at least this, so that a cut out of a
 #: still, nearly flat picture needs a real change.
 CUT_DISTORTION_FLOOR = 4.0
-#: Threads that share a frame's work (each takes a contiguous range of rows).
+#: Threads that share a frame's work, and the ranges of rows each takes in turn on average.
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
+_PIECES_PER_WORKER = 4
 #: Weight of the newest frame in the running distortion average.
 _DISTORTION_SMOOTHING = 0.2
 
@@ -101,7 +101,7 @@ class EncodedFrame:
     @property
     def psnr(self) -> float:
         """PSNR in dB against the input frame (``inf`` when exact)."""
-        return math.inf if self.mse == 0 else 10.0 * math.log10(255.0 * 255.0 / self.mse)
+        return _psnr(self.mse)
 
     @cached_property
     def reconstructed(self) -> np.ndarray:
@@ -130,7 +130,22 @@ class EncoderTotals:
     @property
     def psnr(self) -> float:
         """PSNR in dB over all frames together."""
-        return math.inf if self.mse == 0 else 10.0 * math.log10(255.0 * 255.0 / self.mse)
+        return _psnr(self.mse)
+
+    def add(self, encoded: EncodedFrame, samples: int) -> None:
+        """Count one more encoded frame of ``samples`` channel values."""
+        self.frames += 1
+        self.keyframes += int(encoded.keyframe)
+        self.refits += int(encoded.refit)
+        self.scene_cuts += int(encoded.scene_cut)
+        self.palette_updates += encoded.palette_updates
+        self.packet_bytes += len(encoded.packet)
+        self.squared_error += encoded.mse * samples
+        self.samples += samples
+
+
+def _psnr(mse: float) -> float:
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0 * 255.0 / mse)
 
 
 class VideoEncoder:
@@ -190,7 +205,8 @@ class VideoEncoder:
         block_tolerance: float = DEFAULT_BLOCK_TOLERANCE,
         pixel_tolerance: float = DEFAULT_PIXEL_TOLERANCE,
     ) -> None:
-        check_colors(k)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= 256:
+            raise InputError(f"k must be a whole number from 2 to 256, got {k!r}")
         if dither not in DITHERS:
             raise InputError(f"video dither must be one of {', '.join(DITHERS)}; got {dither!r}")
         if isinstance(keyint, bool) or not isinstance(keyint, int) or keyint < 1:
@@ -292,7 +308,6 @@ class VideoEncoder:
         packet = pack_frame(number, pts, keyframe=keyframe, palette=palette, changed=changed, index_data=index_data)
 
         samples = header.pixels * header.channels
-        mse = squared_error / samples
         self._palette = fit.palette
         self._sent = palette
         self._indices = indices
@@ -304,29 +319,21 @@ class VideoEncoder:
         )
         self._since_keyframe = 0 if keyframe else self._since_keyframe + 1
         self._keyframe_requested = False
-        updates = len(palette) if keyframe else int(changed.sum()) if changed is not None else 0
-        totals = self.totals
-        totals.frames += 1
-        totals.keyframes += int(keyframe)
-        totals.refits += int(refit)
-        totals.scene_cuts += int(scene_cut)
-        totals.palette_updates += updates
-        totals.packet_bytes += len(packet)
-        totals.squared_error += squared_error
-        totals.samples += samples
-        return EncodedFrame(
+        encoded = EncodedFrame(
             packet=packet,
             number=number,
             pts=pts,
             keyframe=keyframe,
             refit=refit,
             scene_cut=scene_cut,
-            palette_updates=updates,
-            changed_pixels=changed_pixels if not keyframe else header.pixels,
-            mse=mse,
+            palette_updates=len(palette) if keyframe else int(changed.sum()) if changed is not None else 0,
+            changed_pixels=header.pixels if keyframe else changed_pixels,
+            mse=squared_error / samples,
             palette=palette,
             indices=indices,
         )
+        self.totals.add(encoded, samples)
+        return encoded
 
     def _next_pts(self, pts: int | None) -> int:
         if pts is None:
@@ -405,7 +412,7 @@ class VideoEncoder:
         changed_pixels = np.zeros(bands, np.int64)
         reference = previous if has_previous else indices
 
-        def map_bands(part: int, first: int, last: int) -> None:
+        def map_bands(worker: int, first: int, last: int) -> None:
             self._map_bands(
                 targets, self._nearest, palette_int, reference, has_previous, self._band_tops,
                 self.block_tolerance, self.pixel_tolerance, first, last, indices, squared_error, changed_pixels,
@@ -430,18 +437,27 @@ def _thread_pool() -> ThreadPoolExecutor:
 
 
 def _in_parallel(work: Callable[[int, int, int], None], count: int) -> None:
-    """Run ``work(part, first, last)`` over 0..count-1 split into one contiguous range per worker thread.
+    """Run ``work(worker, first, last)`` over the ranges of a split of 0..count-1, on all worker threads.
 
-    The kernels release the GIL, so the ranges run at once; plain threads (rather than numba's
-    parallel loops) keep each range a simple serial loop and wait without spinning.
+    The kernels release the GIL, so ranges run at once. Plain threads (rather than numba's
+    parallel loops) wait without spinning, and each takes the next range as soon as it is free,
+    so a thread that the machine's other work holds back delays nothing: the others take its
+    share. ``worker`` numbers the thread (0 is the caller), for per-thread accumulators.
     """
-    parts = min(_WORKERS, count)
-    bounds = [count * part // parts for part in range(parts + 1)]
-    if parts <= 1:
+    workers = min(_WORKERS, count)
+    if workers <= 1:
         work(0, 0, count)
         return
-    futures = [_thread_pool().submit(work, part, bounds[part], bounds[part + 1]) for part in range(1, parts)]
-    work(0, bounds[0], bounds[1])
+    pieces = min(count, _PIECES_PER_WORKER * workers)
+    bounds = [count * piece // pieces for piece in range(pieces + 1)]
+    claims = iter(range(pieces))  # next() on it is atomic under the GIL
+
+    def run(worker: int) -> None:
+        for piece in claims:
+            work(worker, bounds[piece], bounds[piece + 1])
+
+    futures = [_thread_pool().submit(run, worker) for worker in range(1, workers)]
+    run(0)
     for future in futures:
         future.result()
 
@@ -542,7 +558,7 @@ def _sampled_histogram(frame: np.ndarray, step: int) -> Histogram:
     rows = -(-frame.shape[0] // step)
     columns = -(-frame.shape[1] // step)
     tables = np.zeros((_WORKERS, 1 << 15, 5), np.int64)
-    _in_parallel(lambda part, first, last: _bin_sample(frame, step, first, last, tables[part]), rows)
+    _in_parallel(lambda worker, first, last: _bin_sample(frame, step, first, last, tables[worker]), rows)
     counts, sums, squared, pure = _used_bins(tables.sum(axis=0))
     return Histogram(
         colors=sums / counts[:, None],
