@@ -20,9 +20,12 @@ from kmq.errors import FormatError, InputError
 from kmq.media.video_encoder import VideoEncoder
 
 
-def pan(photo: np.ndarray, frames: int, *, width: int = 96, height: int = 64, step: int = 3, top: int = 100) -> list[np.ndarray]:
+def pan(
+    photo: np.ndarray, frames: int, *, width: int = 96, height: int = 64, step: int = 3, top: int = 100
+) -> list[np.ndarray]:
     """A camera pan across a real photograph, ``step`` pixels per frame."""
-    return [np.ascontiguousarray(photo[top : top + height, 40 + step * t : 40 + step * t + width]) for t in range(frames)]
+    lefts = [40 + step * t for t in range(frames)]
+    return [np.ascontiguousarray(photo[top : top + height, left : left + width]) for left in lefts]
 
 
 def encode_all(encoder: VideoEncoder, frames: list[np.ndarray]) -> list:
@@ -225,7 +228,8 @@ def test_a_live_stream_is_a_header_then_packets_and_optional_records_are_skipped
     encoder = VideoEncoder(96, 64, k=8)
     encoded = encode_all(encoder, pan(photo, 3))
     decoder = VideoDecoder()
-    messages = [encoder.header_bytes, encoded[0].packet, pack_record(b"note", b"later"), encoded[1].packet, encoded[2].packet]
+    optional = pack_record(b"note", b"later")
+    messages = [encoder.header_bytes, encoded[0].packet, optional, encoded[1].packet, encoded[2].packet]
     frames = [frame for frame in map(decoder.feed, messages) if frame is not None]
     assert [f.number for f in frames] == [0, 1, 2]
     assert np.array_equal(frames[2].to_array(), encoded[2].reconstructed)

@@ -51,7 +51,8 @@ def write_clip(
 
 def pan(photo: np.ndarray, count: int, *, step: int = 2) -> list[np.ndarray]:
     width, height = SIZE
-    return [np.ascontiguousarray(photo[150 : 150 + height, 60 + step * t : 60 + step * t + width]) for t in range(count)]
+    lefts = [60 + step * t for t in range(count)]
+    return [np.ascontiguousarray(photo[150 : 150 + height, left : left + width]) for left in lefts]
 
 
 def read_frames(path: Path) -> list[tuple[float, np.ndarray]]:

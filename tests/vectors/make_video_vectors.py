@@ -79,7 +79,7 @@ def main() -> None:
     ]
     (HERE / "video_vectors.json").write_text(json.dumps(vectors, indent=2) + "\n")
     for vector in vectors:
-        print(vector["file"], vector["frames"], "frames, keyframes", vector["keyframes"], "updates", vector["palette_updates"])
+        print(vector["file"], f"{vector['frames']} frames, keyframes {vector['keyframes']}")
 
 
 if __name__ == "__main__":

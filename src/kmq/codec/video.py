@@ -748,7 +748,8 @@ class KmqvReader:
             When the file has no usable keyframe index.
         """
         if not self._index:
-            raise FormatError(f"{self.name} has no keyframe index ({self._trailer_error or 'no keyframes'}); cannot seek")
+            reason = self._trailer_error or "no keyframes"
+            raise FormatError(f"{self.name} has no keyframe index ({reason}); cannot seek")
         target = seconds / self.header.time_base
         chosen = self._index[0]
         for entry in self._index:

@@ -246,9 +246,8 @@ class VideoFile:
         self.path = Path(path)
         self._stream: BinaryIO = _open_input(self.path)
         try:
-            self._reader = KmqvReader(
-                self._stream, name=str(self.path), max_pixels=max_pixels_from_env() if max_pixels is None else max_pixels
-            )
+            limit = max_pixels_from_env() if max_pixels is None else max_pixels
+            self._reader = KmqvReader(self._stream, name=str(self.path), max_pixels=limit)
         except BaseException:
             self._stream.close()
             raise

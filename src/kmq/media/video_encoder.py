@@ -391,7 +391,9 @@ class VideoEncoder:
         palette[moved] = rounded[moved]
         return palette, moved
 
-    def _map(self, frame: np.ndarray, palette: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray, float, int]:
+    def _map(
+        self, frame: np.ndarray, palette: np.ndarray, previous: np.ndarray | None
+    ) -> tuple[np.ndarray, float, int]:
         """Indices for this frame, with the previous frame's kept where they are nearly as good."""
         palette_int = palette.astype(np.int32)
         sent = self._sent
@@ -427,7 +429,9 @@ class VideoEncoder:
 def _block_rows(width: int, height: int) -> np.ndarray:
     """First row of each row of 16×16 blocks as the index coder counts them (from each stripe's top), and the end."""
     stripe = entropy.default_stripe_rows(width, height)
-    tops = [top for start in range(0, height, stripe) for top in range(start, min(start + stripe, height), entropy.BLOCK_SIZE)]
+    tops = []
+    for start in range(0, height, stripe):
+        tops.extend(range(start, min(start + stripe, height), entropy.BLOCK_SIZE))
     return np.array(tops + [height], np.int64)
 
 
@@ -489,7 +493,8 @@ def _bayer_offsets(palette: np.ndarray) -> np.ndarray:
     levels = np.array([[0, 2], [3, 1]])
     matrix = levels
     while matrix.shape[0] < 8:
-        matrix = np.block([[4 * matrix + levels[0, 0], 4 * matrix + levels[0, 1]], [4 * matrix + levels[1, 0], 4 * matrix + levels[1, 1]]])
+        # Each step puts a scaled copy of the pattern in each cell of the 2×2 pattern.
+        matrix = np.kron(np.ones((2, 2), int), 4 * matrix) + np.kron(levels, np.ones_like(matrix))
     colours = palette[:, :3].astype(np.float64)
     gaps = np.sqrt(((colours[:, None, :] - colours[None, :, :]) ** 2).sum(axis=2))
     np.fill_diagonal(gaps, np.inf)
@@ -643,7 +648,8 @@ def _band_mapper(channels: int) -> Callable:
 
     @numba.njit(cache=True, nogil=True)
     def map_bands(
-        targets, nearest, palette, previous, has_previous, tops, block_tolerance, pixel_tolerance, first, last, out, squared_error, changed
+        targets, nearest, palette, previous, has_previous, tops, block_tolerance, pixel_tolerance,
+        first, last, out, squared_error, changed,
     ):
         """Choose the indices of bands ``first..last-1``; fill their squared error and changed pixels.
 

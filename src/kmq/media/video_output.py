@@ -27,7 +27,8 @@ def sink_kind(path: str | os.PathLike) -> str:
         return "png"
     if suffix not in SINK_KINDS:
         raise InputError(
-            f"cannot tell the output format of {text}: use .mkv (FFV1), .mp4 (H.264), .gif, .apng, or a folder for PNG frames"
+            f"cannot tell the output format of {text}: "
+            "use .mkv (FFV1), .mp4 (H.264), .gif, .apng, or a folder for PNG frames"
         )
     return SINK_KINDS[suffix]
 
@@ -93,7 +94,9 @@ class VideoSink:
         self._stream.codec_context.time_base = time_base
         self._last_pts: int | None = None
 
-    def write(self, pixels: np.ndarray, pts: int, *, palette: np.ndarray | None = None, indices: np.ndarray | None = None) -> None:
+    def write(
+        self, pixels: np.ndarray, pts: int, *, palette: np.ndarray | None = None, indices: np.ndarray | None = None
+    ) -> None:
         """Add one frame; GIF output takes the palette and indices instead of the pixels."""
         import av
 

@@ -166,7 +166,8 @@ class VideoSource:
             self._raw = self._decode()
             self._first = next(self._raw, None)
             if self._first is None:
-                raise InputError(f"{self.path} has no frames" + (" in the range asked for" if start or duration else ""))
+                where = " in the range asked for" if start or duration else ""
+                raise InputError(f"{self.path} has no frames{where}")
             self.info = self._describe(max_pixels, self._first[1])
         except BaseException:
             self._container.close()
