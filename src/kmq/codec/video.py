@@ -376,7 +376,7 @@ class DecodedFrame:
 
     def to_array(self) -> np.ndarray:
         """The frame's pixels, H×W×C uint8 (a palette look-up)."""
-        return self.palette[self.indices]
+        return np.take(self.palette, self.indices, axis=0)
 
 
 class VideoDecoder:

@@ -106,7 +106,7 @@ class EncodedFrame:
     @cached_property
     def reconstructed(self) -> np.ndarray:
         """The frame a decoder shows, H×W×C uint8; equal to the decoder's output bit for bit."""
-        return self.palette[self.indices]
+        return np.take(self.palette, self.indices, axis=0)
 
 
 @dataclass
