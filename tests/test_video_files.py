@@ -206,6 +206,18 @@ def test_grey_and_alpha_sources_are_encoded(tmp_path, photo):
     assert np.array_equal(back, pixels)
 
 
+def test_an_odd_sized_source_round_trips_and_decodes_to_h264(tmp_path, photo):
+    frames = [np.ascontiguousarray(photo[100 + t : 131 + t, 50:103]) for t in range(3)]  # 53×31
+    clip = write_clip(tmp_path / "odd.mkv", frames)
+    encode_video(clip, tmp_path / "odd.kmqv", k=16)
+    with open_video(tmp_path / "odd.kmqv") as video:
+        expected = [frame.to_array() for frame in video]
+    decode_video(tmp_path / "odd.kmqv", tmp_path / "odd-back.mkv")
+    assert all(np.array_equal(a, b) for (_, a), b in zip(read_frames(tmp_path / "odd-back.mkv"), expected))
+    decode_video(tmp_path / "odd.kmqv", tmp_path / "odd.mp4")  # 4:2:0 needs even sides: padded
+    assert read_frames(tmp_path / "odd.mp4")[0][1].shape == (32, 54, 3)
+
+
 # ---------------------------------------------------------------- bad input
 
 
