@@ -262,7 +262,7 @@ def command_check(image: np.ndarray, k: int, repeat: int) -> None:
         source = Path(folder) / "china.png"
         Image.fromarray(image).save(source)
         ours_file, theirs_file = Path(folder) / "china.kmq", Path(folder) / "china-pngquant.png"
-        ours = [kmq_command, "compress", str(source), "-k", str(k), "-o", str(ours_file), "-f", "-q"]
+        ours = [kmq_command, "-q", "compress", str(source), "-k", str(k), "-o", str(ours_file), "-f"]
         theirs = ["pngquant", "--nofs", "--speed", "1", "--force", "--output", str(theirs_file), str(k), str(source)]
         subprocess.run(ours, check=True)  # warms the numba cache
         times = {"kmq": [], "pngquant": []}

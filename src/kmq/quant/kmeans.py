@@ -186,7 +186,7 @@ def kmeans_plus_plus(
 
     Parameters
     ----------
-    points : ndarray, shape (n, C)
+    points : ndarray, shape (n, C), C <= 4
     weights : ndarray, shape (n,)
     k : int
     rng : numpy.random.Generator
@@ -198,15 +198,15 @@ def kmeans_plus_plus(
     ndarray, shape (k, C)
         When every point is already a centre, the remaining rows repeat the first centre.
     """
-    trials = SEEDING_TRIALS
-    centres = np.empty((k, points.shape[1]))
+    channels = points.shape[1]
+    centres = np.empty((k, WIDTH))
     start = 0
     if fixed is not None:
         start = len(fixed)
-        centres[:start] = fixed
-    uniforms = rng.random((k, trials + 1))
-    _seed_centres(points, np.ascontiguousarray(weights, dtype=np.float64), centres, start, uniforms)
-    return centres
+        centres[:start] = padded(fixed)
+    uniforms = rng.random((k, SEEDING_TRIALS + 1))
+    _seed_centres(padded(points), np.ascontiguousarray(weights, dtype=np.float64), centres, start, uniforms)
+    return centres[:, :channels]
 
 
 def relocate_centres(data: "_WeightedPoints", clustering: "_Clustering", trials: int) -> "_Clustering":
