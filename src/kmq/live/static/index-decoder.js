@@ -1,0 +1,266 @@
+// Index decoder: the "cm" index data of docs/FORMAT.md section 5 — an adaptive binary range
+// decoder with 16-bit probabilities, contexts from neighbour equalities, and 16×16 inter blocks —
+// turned back into a palette-index map. Integer arithmetic on values below 2^32 only, so every
+// browser gets the bytes the Python decoder gets.
+
+import { FormatError } from './records.js';
+
+const HALF = 32768;
+const FLAG_LIMIT = 6;
+const TREE_LIMIT = 4;
+const FLAG_W = 0;
+const FLAG_N = 128;
+const FLAG_P = 256;
+const FLAG_BLOCK = 288;
+const TREE = 296;
+const TOP = 16777216; // 2^24
+const MODE_INTRA = 0;
+const MODE_INTER = 1;
+/** Side of the square blocks whose "changed" flag an inter-coded map sends. */
+export const BLOCK_SIZE = 16;
+/** Columns of zeros left of each row of a padded map (and one to its right). */
+export const PAD_LEFT = 2;
+
+/** ceil(log2 k), 0 for k = 1. */
+export function indexBits(k) {
+  return k <= 1 ? 0 : 32 - Math.clz32(k - 1);
+}
+
+/**
+ * A padded index map: pixel (y, x) at y * (width + 3) + x + 2; two zero columns on the left, one
+ * on the right, and a zero row after the last, read for every position above a stripe.
+ */
+export function paddedLength(width, height) {
+  return (height + 1) * (width + 3);
+}
+
+/**
+ * The binary range decoder of section 5.3, over bytes[start..end). `code` and `range` hold the
+ * bits of unsigned 32-bit values in signed 32-bit integers, so the engine keeps them in machine
+ * registers; unsigned comparisons flip the sign bit first.
+ */
+class RangeDecoder {
+  constructor(bytes, start, end) {
+    this.bytes = bytes;
+    this.end = end;
+    let code = 0;
+    for (let i = 0; i < 4; i++) code = (code << 8) | (start + i < end ? bytes[start + i] : 0);
+    this.pos = start + 4;
+    this.code = code | 0;
+    this.range = -1; // 0xFFFFFFFF
+  }
+
+  /** Decode one bit with context `ctx` and adapt it (section 5.2). */
+  bit(p0s, rates, ctx, limit) {
+    const p0 = p0s[ctx];
+    const rate = rates[ctx];
+    // (range >>> 16) * p0 < 2^32: its bits, exactly, as a signed 32-bit integer.
+    const bound = Math.imul(this.range >>> 16, p0);
+    let range;
+    let bit;
+    if ((this.code ^ 0x80000000) < (bound ^ 0x80000000)) {
+      range = bound;
+      p0s[ctx] = p0 + ((65536 - p0) >> rate);
+      bit = 0;
+    } else {
+      this.code = (this.code - bound) | 0;
+      range = (this.range - bound) | 0;
+      p0s[ctx] = p0 - (p0 >> rate);
+      bit = 1;
+    }
+    if (rate < limit) rates[ctx] = rate + 1;
+    // range < 2^24 (unsigned): shift in bytes; past the end read zeros and keep counting.
+    while (range >>> 24 === 0) {
+      const pos = this.pos++;
+      this.code = (this.code << 8) | (pos < this.end ? this.bytes[pos] : 0);
+      range <<= 8;
+    }
+    this.range = range;
+    return bit;
+  }
+}
+
+/**
+ * Reusable work space of the decoder: probability tables and block flags, grown on demand so that
+ * decoding frame after frame allocates nothing.
+ */
+export class IndexScratch {
+  constructor() {
+    this.p0s = new Uint16Array(0);
+    this.rates = new Uint8Array(0);
+    this.flags = new Uint8Array(0);
+  }
+
+  tables(contexts) {
+    if (this.p0s.length < contexts) {
+      this.p0s = new Uint16Array(contexts);
+      this.rates = new Uint8Array(contexts);
+    }
+    this.p0s.fill(HALF, 0, contexts);
+    this.rates.fill(1, 0, contexts);
+  }
+
+  blockFlags(count) {
+    if (this.flags.length < 2 * count) this.flags = new Uint8Array(2 * count);
+    this.flags.fill(0);
+  }
+}
+
+/**
+ * Decode index data into a padded map.
+ * @param {Uint8Array} data the index data exactly
+ * @param {number} width
+ * @param {number} height
+ * @param {number} k palette size, 1..256
+ * @param {Uint8Array|null} reference the previous frame's padded map (needed for inter data)
+ * @param {Uint8Array} out padded map to fill (paddedLength(width, height) bytes); may not be `reference`
+ * @param {IndexScratch} [scratch]
+ * @returns {boolean} whether the data was inter coded
+ */
+export function decodeIndexData(data, width, height, k, reference, out, scratch = new IndexScratch()) {
+  if (!(k >= 1 && k <= 256)) throw new FormatError(`index data: k must be 1..256, got ${k}`);
+  if (out.length !== paddedLength(width, height)) throw new Error('index data: output map has the wrong size');
+  if (data.length < 5) throw new FormatError(`index data: needs 5 bytes of header, ${data.length} given (truncated?)`);
+  const mode = data[0];
+  if (mode !== MODE_INTRA && mode !== MODE_INTER) throw new FormatError(`index data: unknown coding mode ${mode}`);
+  const inter = mode === MODE_INTER;
+  if (inter && !reference) throw new FormatError('index data is inter coded: the previous frame is needed to decode it');
+  const rows = (data[1] | (data[2] << 8) | (data[3] << 16) | (data[4] << 24)) >>> 0;
+  if (rows < 1 || rows > height) throw new FormatError(`index data: stripe height ${rows} outside 1..${height}`);
+  const stripes = Math.ceil(height / rows);
+  let offset = 5 + 4 * (stripes - 1);
+  if (offset > data.length) throw new FormatError('index data: stripe lengths run past the data (truncated?)');
+  const starts = new Array(stripes);
+  const ends = new Array(stripes);
+  for (let s = 0; s < stripes - 1; s++) {
+    const at = 5 + 4 * s;
+    const size = (data[at] | (data[at + 1] << 8) | (data[at + 2] << 16) | (data[at + 3] << 24)) >>> 0;
+    if (size > data.length - offset) throw new FormatError(`index data: stripe ${s} needs ${size} bytes, ${data.length - offset} left (truncated?)`);
+    starts[s] = offset;
+    offset += size;
+    ends[s] = offset;
+  }
+  starts[stripes - 1] = offset;
+  ends[stripes - 1] = data.length;
+  if (inter) out.set(reference);
+  const bits = indexBits(k);
+  for (let s = 0; s < stripes; s++) {
+    const top = s * rows;
+    const bottom = Math.min(top + rows, height);
+    const read = decodeStripe(data, starts[s], ends[s], out, inter ? reference : out, inter, width, height, k, bits, top, bottom, scratch);
+    const leftOver = ends[s] - read;
+    if (leftOver !== 0) {
+      const problem = leftOver < 0 ? 'ends early' : `has ${leftOver} bytes left over`;
+      throw new FormatError(`index data: the stripe at row ${top} ${problem} (corrupt data)`);
+    }
+  }
+  return inter;
+}
+
+/** One stripe (section 5.6); returns the position after the last byte read. */
+function decodeStripe(bytes, start, end, frame, previous, inter, width, height, k, bits, top, bottom, scratch) {
+  const stride = width + 3;
+  const contexts = TREE + (k << bits);
+  scratch.tables(contexts);
+  const p0s = scratch.p0s;
+  const rates = scratch.rates;
+  const span = inter ? BLOCK_SIZE : width;
+  const blocks = Math.ceil(width / span);
+  scratch.blockFlags(blocks + 1);
+  // Two rows of block flags, each with a zero after its last block (the "above right" of the last).
+  let above = scratch.flags.subarray(0, blocks + 1);
+  let changed = scratch.flags.subarray(blocks + 1, 2 * (blocks + 1));
+  if (!inter) changed.fill(1);
+  const rd = new RangeDecoder(bytes, start, end);
+  const zeroRow = height * stride;
+  for (let y = top; y < bottom; y++) {
+    const row = y * stride;
+    const up = y > top ? row - stride : zeroRow;
+    const up2 = y - 1 > top ? row - 2 * stride : zeroRow;
+    if (inter && (y - top) % BLOCK_SIZE === 0) {
+      const swap = above;
+      above = changed;
+      changed = swap;
+      for (let b = 0; b < blocks; b++) {
+        const left = b > 0 ? changed[b - 1] : 0;
+        changed[b] = rd.bit(p0s, rates, FLAG_BLOCK + (left | (above[b] << 1) | (above[b + 1] << 2)), FLAG_LIMIT);
+      }
+    }
+    for (let b = 0; b < blocks; b++) {
+      if (!changed[b]) continue;
+      const x0 = b * span + PAD_LEFT;
+      const x1 = Math.min(x0 + span, width + PAD_LEFT);
+      for (let col = x0; col < x1; col++) {
+        const here = row + col;
+        const w = frame[here - 1];
+        const n = frame[up + col];
+        let p = -1;
+        if (inter) {
+          p = previous[here];
+          const t =
+            (w === previous[here - 1] ? 1 : 0) |
+            (n === previous[up + col] ? 2 : 0) |
+            (frame[up + col + 1] === previous[up + col + 1] ? 4 : 0) |
+            (p === w ? 8 : 0) |
+            (p === n ? 16 : 0);
+          if (rd.bit(p0s, rates, FLAG_P + t, FLAG_LIMIT)) {
+            frame[here] = p;
+            continue;
+          }
+        }
+        const nw = frame[up + col - 1];
+        const ne = frame[up + col + 1];
+        const c =
+          (w === n ? 1 : 0) |
+          (w === nw ? 2 : 0) |
+          (w === ne ? 4 : 0) |
+          (n === ne ? 8 : 0) |
+          (n === nw ? 16 : 0) |
+          (w === frame[here - 2] ? 32 : 0) |
+          (n === frame[up2 + col] ? 64 : 0);
+        if (w !== p && rd.bit(p0s, rates, FLAG_W + c, FLAG_LIMIT)) {
+          frame[here] = w;
+          continue;
+        }
+        if (n !== w && n !== p && rd.bit(p0s, rates, FLAG_N + c, FLAG_LIMIT)) {
+          frame[here] = n;
+          continue;
+        }
+        const base = TREE + (w << bits);
+        let node = 1;
+        let value = 0;
+        for (let level = bits - 1; level >= 0; level--) {
+          if ((value | (1 << level)) >= k) {
+            node <<= 1;
+            continue;
+          }
+          const bit = rd.bit(p0s, rates, base + node, TREE_LIMIT);
+          node = (node << 1) | bit;
+          value |= bit << level;
+        }
+        frame[here] = value;
+      }
+    }
+  }
+  return rd.pos;
+}
+
+/**
+ * Copy a padded map into a plain height × width map.
+ * @param {Uint8Array} padded
+ * @param {number} width
+ * @param {number} height
+ * @param {Uint8Array} [out]
+ */
+export function unpad(padded, width, height, out = new Uint8Array(width * height)) {
+  const stride = width + 3;
+  for (let y = 0; y < height; y++) out.set(padded.subarray(y * stride + PAD_LEFT, y * stride + PAD_LEFT + width), y * width);
+  return out;
+}
+
+/** The padded form of a plain height × width map (for reference maps given from outside). */
+export function pad(indices, width, height, out = new Uint8Array(paddedLength(width, height))) {
+  const stride = width + 3;
+  for (let y = 0; y < height; y++) out.set(indices.subarray(y * width, (y + 1) * width), y * stride + PAD_LEFT);
+  return out;
+}

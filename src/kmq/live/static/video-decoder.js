@@ -1,0 +1,165 @@
+// Video decoder: stream header and frame packets in, frames out (docs/FORMAT.md section 8.3).
+// Holds the state a stream carries from frame to frame — the palette and the previous index map —
+// and turns a frame into RGBA pixels with one table look-up per pixel.
+
+import { FormatError, PacketParser, parseFramePacket, readRecord, TAG_FRAME } from './records.js';
+import { decodeIndexData, IndexScratch, paddedLength, PAD_LEFT, unpad } from './index-decoder.js';
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * Decodes frame packets one at a time. A delta frame needs the frame before it; after a gap or a
+ * reset the decoder refuses delta frames until the next keyframe (a live viewer waits for one).
+ */
+export class VideoDecoder {
+  /** @param {object} [header] from parseStreamHeader */
+  constructor(header = null) {
+    this.header = null;
+    this.scratch = new IndexScratch();
+    if (header) this.setHeader(header);
+  }
+
+  /** Accept a stream header; a new header starts the stream afresh. */
+  setHeader(header) {
+    const sameSize = this.header && this.header.width === header.width && this.header.height === header.height;
+    this.header = header;
+    if (!sameSize) {
+      const length = paddedLength(header.width, header.height);
+      this.maps = [new Uint8Array(length), new Uint8Array(length)];
+    }
+    this.palette = new Uint8Array(256 * header.channels);
+    this.paletteSize = 0;
+    this.reset();
+  }
+
+  /** Forget the previous frame; the next packet must be a keyframe. */
+  reset() {
+    this.number = -1;
+    this.ready = false;
+  }
+
+  /** The current index map (padded, see index-decoder.js). */
+  get map() {
+    return this.maps[0];
+  }
+
+  /**
+   * Decode one parsed frame packet (PacketParser output) or one frame record.
+   * @param {object|Uint8Array} packet
+   * @returns {{number: number, pts: number, keyframe: boolean, paletteSize: number}}
+   */
+  decode(packet) {
+    const header = this.header;
+    if (!header) throw new FormatError('a frame packet arrived before the stream header');
+    if (packet instanceof Uint8Array) {
+      const { tag, payload } = readRecord(packet, 'frame packet');
+      if (tag !== TAG_FRAME) throw new FormatError(`frame packet has tag ${JSON.stringify(tag)}, expected "KMQF"`);
+      packet = parseFramePacket(payload, header);
+    }
+    const what = `frame ${packet.number}`;
+    const channels = header.channels;
+    const size = packet.paletteSize;
+    if (!packet.keyframe) {
+      if (!this.ready) throw new FormatError(`${what} is a delta frame and needs the frame before it (start at a keyframe)`);
+      if (packet.number !== this.number + 1) throw new FormatError(`${what} follows frame ${this.number}: a frame is missing`);
+      if (size !== this.paletteSize) throw new FormatError(`${what} changes the palette size without a keyframe`);
+    }
+    const [current, next] = this.maps;
+    try {
+      decodeIndexData(packet.indexData, header.width, header.height, size, packet.keyframe ? null : current, next, this.scratch);
+    } catch (error) {
+      if (error instanceof FormatError) throw new FormatError(`${what}: ${error.message}`);
+      throw error;
+    }
+    // The frame is good: only now does it change the decoder's state.
+    if (packet.keyframe) {
+      this.palette.set(packet.colors);
+    } else if (packet.mask) {
+      let from = 0;
+      for (let j = 0; j < size; j++) {
+        if ((packet.mask[j >> 3] >> (j & 7)) & 1) {
+          this.palette.set(packet.colors.subarray(from, from + channels), j * channels);
+          from += channels;
+        }
+      }
+    }
+    this.maps = [next, current];
+    this.paletteSize = size;
+    this.number = packet.number;
+    this.ready = true;
+    return { number: packet.number, pts: packet.pts, keyframe: packet.keyframe, paletteSize: size };
+  }
+
+  /** The current frame's indices as a plain height × width map. */
+  indices(out) {
+    return unpad(this.map, this.header.width, this.header.height, out);
+  }
+
+  /**
+   * The current frame as RGBA pixels (alpha 255 for RGB streams), width × height × 4 bytes.
+   * @param {Uint8ClampedArray|Uint8Array} [out] reused when given
+   */
+  toRGBA(out) {
+    const { width, height } = this.header;
+    if (!out) out = new Uint8ClampedArray(width * height * 4);
+    const words = new Uint32Array(out.buffer, out.byteOffset, width * height);
+    const table = this.colorTable();
+    const map = this.map;
+    const stride = width + 3;
+    let i = 0;
+    for (let y = 0; y < height; y++) {
+      let at = y * stride + PAD_LEFT;
+      for (let x = 0; x < width; x++) words[i++] = table[map[at++]];
+    }
+    return out;
+  }
+
+  /** The current frame's pixels as the stream has them: width × height × channels bytes. */
+  toPixels(out) {
+    const { width, height, channels } = this.header;
+    if (!out) out = new Uint8Array(width * height * channels);
+    const map = this.map;
+    const palette = this.palette;
+    const stride = width + 3;
+    let i = 0;
+    for (let y = 0; y < height; y++) {
+      let at = y * stride + PAD_LEFT;
+      for (let x = 0; x < width; x++) {
+        const entry = map[at++] * channels;
+        for (let c = 0; c < channels; c++) out[i++] = palette[entry + c];
+      }
+    }
+    return out;
+  }
+
+  /** The palette as 32-bit words that lie in memory as R, G, B, A bytes, whatever the platform's byte order. */
+  colorTable() {
+    const channels = this.header.channels;
+    const table = this._table || (this._table = new Uint32Array(256));
+    const palette = this.palette;
+    for (let j = 0; j < this.paletteSize; j++) {
+      const at = j * channels;
+      const alpha = channels === 4 ? palette[at + 3] : 255;
+      table[j] = LITTLE_ENDIAN
+        ? (palette[at] | (palette[at + 1] << 8) | (palette[at + 2] << 16) | (alpha << 24)) >>> 0
+        : ((palette[at] << 24) | (palette[at + 1] << 16) | (palette[at + 2] << 8) | alpha) >>> 0;
+    }
+    return table;
+  }
+}
+
+/**
+ * Decode a whole stream given as records (a .kmqv file's, or live messages), calling `onFrame`
+ * with the decoder after each frame.
+ * @param {Iterable<Uint8Array>} records the header record first
+ * @param {(decoder: VideoDecoder, frame: object) => void} onFrame
+ */
+export function decodeRecords(records, onFrame) {
+  const decoder = new VideoDecoder();
+  const parser = new PacketParser({
+    header: (header) => decoder.setHeader(header),
+    frame: (packet) => onFrame(decoder, decoder.decode(packet)),
+  });
+  for (const record of records) parser.write(record);
+  return decoder;
+}
