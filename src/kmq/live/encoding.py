@@ -1,0 +1,194 @@
+"""The live encoder: takes the source's newest frames on a thread of its own, encodes each once, publishes it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+from kmq.errors import KmqError
+from kmq.live.fanout import LivePacket
+from kmq.live.recorder import Recorder
+from kmq.live.sources import LiveSource
+from kmq.live.stats import RateMeter, RecentTimes
+from kmq.live.timing import pack_timing
+from kmq.media.video_encoder import VideoEncoder
+
+__all__ = ["LiveEncoder", "LIVE_TIME_BASE"]
+
+#: Live timestamps count microseconds of the source's clock from the first frame.
+LIVE_TIME_BASE = Fraction(1, 1_000_000)
+
+
+class LiveEncoder:
+    """Encodes a live source frame by frame and hands each packet to ``publish``.
+
+    The encoder never waits for viewers: ``publish`` only schedules delivery. When encoding is
+    slower than the source, the source's mailbox drops frames (counted there), so delay never
+    builds up here.
+
+    Parameters
+    ----------
+    source : LiveSource
+        Where frames come from (started by :meth:`start`).
+    publish : callable
+        Called on the encoder's thread with each :class:`~kmq.live.fanout.LivePacket`.
+    k : int
+        Palette size.
+    keyint : int, optional
+        Keyframes at least this often (frames); default: every 8 seconds of the source's rate.
+    recorder : Recorder, optional
+        Also writes every packet to a .kmqv file.
+    on_end : callable, optional
+        Called (on the encoder's thread) once the source has ended and the last frame is out.
+    """
+
+    def __init__(
+        self,
+        source: LiveSource,
+        publish: Callable[[LivePacket], None],
+        *,
+        k: int = 64,
+        keyint: int | None = None,
+        recorder: Recorder | None = None,
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.publish = publish
+        self.recorder = recorder
+        self.on_end = on_end
+        if keyint is None:
+            keyint = max(1, round(8 * float(source.fps)))
+        self.encoder = VideoEncoder(
+            source.width, source.height, k=k, keyint=keyint, frame_rate=source.fps, time_base=LIVE_TIME_BASE
+        )
+        self.encode_times = RecentTimes()
+        self.delays = RecentTimes()
+        self.rate = RateMeter()
+        self.keyframes_forced = 0
+        self.error: BaseException | None = None
+        self.record_error: str | None = None
+        self._keyframe = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_pts = -1
+        self.finished = threading.Event()
+        _warm_up(source.width, source.height, k)
+
+    @property
+    def header_bytes(self) -> bytes:
+        """The stream header record every viewer gets first."""
+        return self.encoder.header_bytes
+
+    def request_keyframe(self) -> None:
+        """Make the next frame a keyframe (thread-safe; a request during an encode counts for the next)."""
+        self._keyframe.set()
+
+    def start(self) -> None:
+        """Start the source and the encoding thread."""
+        self._thread = threading.Thread(target=self._run, name="kmq-live-encoder", daemon=True)
+        self._thread.start()
+        self.source.start()
+
+    def stop(self) -> None:
+        """Stop the source, let the frame in progress finish, and close the recording."""
+        self._stop.set()
+        self.source.stop()
+        if self._thread is None:
+            self._close_recording()  # never started: the thread that would have closed it
+        elif self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        origin: float | None = None
+        mailbox = self.source.mailbox
+        try:
+            while not self._stop.is_set():
+                capture = mailbox.get(timeout=0.25)
+                if capture is None:
+                    if mailbox.closed:
+                        break
+                    continue
+                if origin is None:
+                    origin = capture.monotonic
+                pts = max(self._last_pts + 1, round((capture.monotonic - origin) * 1_000_000))
+                self._last_pts = pts
+                forced = self._keyframe.is_set()
+                if forced:
+                    self._keyframe.clear()
+                    self.keyframes_forced += 1
+                started = time.perf_counter()
+                encoded = self.encoder.encode(capture.pixels, pts, keyframe=forced)
+                self.encode_times.add(time.perf_counter() - started)
+                sent = time.time()
+                self.delays.add(sent - capture.captured)
+                self.rate.add(len(encoded.packet))
+                packet = LivePacket(
+                    number=encoded.number,
+                    keyframe=encoded.keyframe,
+                    timing=pack_timing(encoded.number, capture.captured, sent),
+                    packet=encoded.packet,
+                )
+                self.publish(packet)
+                self._record(packet, pts)
+        except BaseException as exc:  # reported in the stats and by the server, which then stops
+            self.error = exc
+        finally:
+            self._close_recording()
+            self.finished.set()
+            if self.on_end is not None:
+                self.on_end()
+
+    def _record(self, packet: LivePacket, pts: int) -> None:
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.write(packet.packet, number=packet.number, pts=pts, keyframe=packet.keyframe)
+        except KmqError as exc:
+            # A full disk stops the recording, not the stream.
+            self.record_error = str(exc)
+            self.recorder = None
+
+    def _close_recording(self) -> None:
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.close()
+        except KmqError as exc:
+            self.record_error = str(exc)
+
+    def summary(self) -> dict[str, Any]:
+        """The encoder part of ``GET /stats``."""
+        totals = self.encoder.totals
+        fps, bytes_per_second = self.rate.rate()
+        header = self.encoder.header
+        raw_per_frame = header.width * header.height * 3
+        return {
+            "frames_encoded": totals.frames,
+            "keyframes": totals.keyframes,
+            "keyframes_for_viewers": self.keyframes_forced,
+            "encode_fps": round(fps, 2),
+            "encode_ms": self.encode_times.summary(),
+            "capture_to_send_ms": self.delays.summary(),
+            "k": self.encoder.k,
+            "bytes_encoded": totals.packet_bytes,
+            "kbit_per_s": round(bytes_per_second * 8 / 1000, 1),
+            "ratio_vs_raw_rgb": (
+                round(raw_per_frame * totals.frames / totals.packet_bytes, 2) if totals.packet_bytes else None
+            ),
+            "psnr_db": round(totals.psnr, 2) if totals.frames else None,
+            "error": None if self.error is None else f"{type(self.error).__name__}: {self.error}",
+            "recording": None if self.record_error is None else f"stopped: {self.record_error}",
+        }
+
+
+def _warm_up(width: int, height: int, k: int) -> None:
+    """Encode a few frames of the stream's size, so that the kernels are compiled before the first real frame."""
+    from kmq.live.testsrc import TestPattern
+
+    pattern = TestPattern(width, height)
+    encoder = VideoEncoder(width, height, k=k, time_base=LIVE_TIME_BASE)
+    for step in range(3):
+        encoder.encode(pattern.frame(step * 0.5), keyframe=step == 2)

@@ -1,0 +1,431 @@
+"""The live server: the player page at ``/``, the stream at ``/ws``, numbers at ``/stats`` (aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from kmq.errors import InputError, LimitError
+from kmq.live.access import Access, check_token_text, is_loopback
+from kmq.live.encoding import LiveEncoder
+from kmq.live.fanout import DEFAULT_KEYFRAME_GAP, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_FRAMES, FanOut, LivePacket, Viewer
+from kmq.live.recorder import Recorder
+from kmq.live.sources import open_source
+from kmq.media.files import check_output
+
+__all__ = ["LiveOptions", "LiveServer", "run_live", "STATIC"]
+
+STATIC = Path(__file__).resolve().parent / "static"
+#: Largest message a viewer may send (they send only small requests); larger ones close the connection.
+MAX_INCOMING_BYTES = 4096
+#: Seconds between pings; a viewer that does not answer within half of it is disconnected.
+HEARTBEAT = 20.0
+#: Kernel send buffer of each viewer's connection. Fixed instead of auto-tuned (which grows to
+#: megabytes), so a viewer that stops reading is found out after a few frames, not a few seconds,
+#: and holds little memory; 256 KiB still carries 40 Mbit/s over a 50 ms round trip.
+SEND_BUFFER = 256 << 10
+#: Seconds a closing handshake may take before the connection is dropped.
+CLOSE_TIMEOUT = 2.0
+#: Headers of every page and script: nothing from elsewhere, no referrer (the URL may hold a token).
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; object-src 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+@dataclass
+class LiveOptions:
+    """What ``kmq live`` was asked for.
+
+    Attributes
+    ----------
+    source : str
+        ``testsrc``, ``camera``, ``camera:N`` or a video file.
+    size : (int, int) or None
+        Frame size (default: the source's; 1280×720 for the test pattern).
+    fps : float or None
+        Source rate (default: the source's; 30 for the test pattern).
+    loop : bool
+        Play a file source again at its end.
+    k : int
+        Palette size.
+    keyint : int or None
+        Keyframes at least every this many frames (default: 8 seconds' worth).
+    host : str
+        Address to bind; anything but loopback needs ``token``.
+    port : int
+        Port to bind; 0 picks a free one.
+    token : str or None
+        Required of viewers and of ``/stats`` when given.
+    record : path or None
+        Also write the stream to this .kmqv file.
+    force : bool
+        Replace an existing recording.
+    max_viewers : int
+        Viewers at once.
+    queue_frames, queue_bytes : int
+        Bounds of each viewer's queue.
+    keyframe_gap : float
+        Seconds between keyframes made for joining or recovering viewers.
+    """
+
+    source: str = "testsrc"
+    size: tuple[int, int] | None = None
+    fps: float | None = None
+    loop: bool = False
+    k: int = 64
+    keyint: int | None = None
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    record: Path | None = None
+    force: bool = False
+    max_viewers: int = 32
+    queue_frames: int = DEFAULT_QUEUE_FRAMES
+    queue_bytes: int = DEFAULT_QUEUE_BYTES
+    keyframe_gap: float = DEFAULT_KEYFRAME_GAP
+
+
+class LiveServer:
+    """One live stream: a source, its encoder, the fan-out and the HTTP/WebSocket server.
+
+    Use :meth:`start` and :meth:`stop` inside a running event loop, or :func:`run_live`.
+
+    Parameters
+    ----------
+    options : LiveOptions
+    log : callable, optional
+        Receives one line per event (viewers joining and leaving, the stream ending).
+
+    Raises
+    ------
+    kmq.errors.InputError
+        A non-loopback ``host`` without a token, a bad token, or a source that cannot be opened.
+    """
+
+    def __init__(self, options: LiveOptions, *, log: Callable[[str], None] | None = None) -> None:
+        if options.token is not None:
+            check_token_text(options.token)
+        elif not is_loopback(options.host):
+            raise InputError(f"binding {options.host} (not loopback) needs a token: give --token")
+        if not 1 <= options.max_viewers <= 10_000:
+            raise InputError(f"max viewers must be 1..10000, got {options.max_viewers}")
+        if options.record is not None:
+            check_output(options.record, force=options.force)  # before the slow start, not after
+        self.options = options
+        self.access = Access(options.token)
+        self.log = log or (lambda line: None)
+        self.source = open_source(options.source, size=options.size, fps=options.fps, loop=options.loop)
+        self.recorder: Recorder | None = None
+        self.encoder: LiveEncoder | None = None
+        self.fanout: FanOut | None = None
+        self.port: int | None = None
+        self.ended = asyncio.Event()
+        self.end_reason = "server stopping"
+        self.refused_messages = 0
+        self.refused_requests = 0
+        self._sockets: dict[int, web.WebSocketResponse] = {}
+        self._runner: web.AppRunner | None = None
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = time.monotonic()
+
+    # -- lifetime
+
+    async def start(self) -> None:
+        """Open the recording, start the source and encoder, and begin serving."""
+        self._loop = loop = asyncio.get_running_loop()
+        options = self.options
+        # Building the encoder compiles its kernels (seconds on a cold cache): off the event loop.
+        encoder = await loop.run_in_executor(
+            None,
+            lambda: LiveEncoder(
+                self.source, self._publish_threadsafe, k=options.k, keyint=options.keyint, on_end=self._source_ended
+            ),
+        )
+        if options.record is not None:
+            encoder.recorder = self.recorder = Recorder(options.record, encoder.encoder.header, force=options.force)
+        self.encoder = encoder
+        self.fanout = FanOut(
+            encoder.request_keyframe,
+            max_viewers=options.max_viewers,
+            queue_frames=options.queue_frames,
+            queue_bytes=options.queue_bytes,
+            keyframe_gap=options.keyframe_gap,
+        )
+        app = web.Application(client_max_size=MAX_INCOMING_BYTES)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/ws", self._stream)
+        app.router.add_get("/stats", self._stats)
+        app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
+        app.on_response_prepare.append(_add_page_headers)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_TIMEOUT)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, options.host, options.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise InputError(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}") from None
+        self.port = _bound_port(site)
+        self._started = time.monotonic()
+        encoder.start()
+
+    async def stop(self) -> None:
+        """Close every viewer, stop the encoder and source, finish the recording, stop serving."""
+        self._stopping = True
+        self.ended.set()
+        # Viewers hear why first: 1000 "end of stream" when a file ended, 1001 when the server stops.
+        code = 1000 if self.end_reason == "end of stream" else 1001
+        closing = [ws.close(code=code, message=self.end_reason.encode()[:120]) for ws in self._sockets.values()]
+        if closing:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), CLOSE_TIMEOUT + 1)
+        if self.fanout is not None:
+            self.fanout.close()
+        if self.encoder is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.encoder.stop)
+        else:
+            self.source.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        """The player page's address (with the token, when there is one)."""
+        return self.address("/")
+
+    def address(self, path: str = "/", *, scheme: str = "http") -> str:
+        """The address of ``path`` on this server (``scheme`` ws for the stream), with the token if any."""
+        host = self.options.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        query = f"?token={self.options.token}" if self.options.token else ""
+        return f"{scheme}://{host}:{self.port}{path}{query}"
+
+    def _source_ended(self) -> None:
+        """Called on the encoder's thread when the source has no more frames (or failed)."""
+        if self._stopping:
+            return
+        source_error = self.source.error or (self.encoder.error if self.encoder else None)
+        self.end_reason = "end of stream" if source_error is None else f"source failed: {source_error}"
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.ended.set)
+
+    # -- packets from the encoder's thread
+
+    def _publish_threadsafe(self, packet: LivePacket) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is shutting down
+                loop.call_soon_threadsafe(self._publish, packet)
+
+    def _publish(self, packet: LivePacket) -> None:
+        if self.fanout is not None:
+            self.fanout.publish(packet)
+
+    # -- HTTP
+
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        headers = request.headers
+        problem = self.access.problem(
+            request.query.get("token"), headers.get("Authorization"), headers.get("Host"), headers.get("Origin")
+        )
+        if problem is None:
+            return None
+        self.refused_requests += 1
+        status, reason = problem
+        return web.json_response({"error": reason}, status=status)
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        return web.json_response(self.stats(), dumps=lambda value: json.dumps(value, indent=1))
+
+    def stats(self) -> dict[str, Any]:
+        """Everything ``GET /stats`` returns."""
+        source = self.source
+        mailbox = source.mailbox
+        encoder = self.encoder.summary() if self.encoder else {}
+        viewers = self.fanout.summary() if self.fanout else {}
+        recorder = self.recorder
+        return {
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "source": {
+                "name": source.name,
+                "width": source.width,
+                "height": source.height,
+                "fps": float(source.fps),
+                "frames_captured": mailbox.produced,
+                "frames_dropped": mailbox.dropped,
+                "ended": mailbox.closed,
+                "error": None if source.error is None else str(source.error),
+            },
+            "encoder": encoder,
+            "frames_encoded": encoder.get("frames_encoded", 0),
+            "encode_fps": encoder.get("encode_fps", 0.0),
+            "encode_ms": encoder.get("encode_ms", {}),
+            "viewers": viewers,
+            "bytes_sent": self.fanout.bytes_sent if self.fanout else 0,
+            "refused": {"requests": self.refused_requests, "messages": self.refused_messages},
+            "recording": None
+            if recorder is None
+            else {"path": str(recorder.path), "frames": recorder.frames, "bytes": recorder.bytes_written},
+        }
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        fanout = self.fanout
+        assert fanout is not None and self.encoder is not None
+        if self.ended.is_set():
+            return web.json_response({"error": "the stream has ended"}, status=410)
+        try:
+            viewer = fanout.join(request.remote or "?")
+        except LimitError as exc:
+            self.refused_requests += 1
+            return web.json_response({"error": str(exc)}, status=503)
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_INCOMING_BYTES, heartbeat=HEARTBEAT, timeout=CLOSE_TIMEOUT, compress=False
+        )
+        sender: asyncio.Task | None = None
+        try:
+            await ws.prepare(request)
+            connection = request.transport.get_extra_info("socket") if request.transport else None
+            if connection is not None:
+                with contextlib.suppress(OSError):
+                    connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            self._sockets[viewer.id] = ws
+            self.log(f"viewer {viewer.id} joined from {viewer.address} ({len(fanout.viewers)} watching)")
+            sender = asyncio.create_task(self._send(viewer, ws, self.encoder.header_bytes))
+            await self._receive(viewer, ws)
+        finally:
+            fanout.leave(viewer)
+            self._sockets.pop(viewer.id, None)
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
+            if not ws.closed and ws.prepared:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT)
+            self.log(f"viewer {viewer.id} left: {viewer.frames_sent} frames sent, {viewer.frames_dropped} dropped")
+        return ws
+
+    async def _send(self, viewer: Viewer, ws: web.WebSocketResponse, header: bytes) -> None:
+        """Header first, then each packet of the viewer's queue; ends with the connection."""
+        try:
+            await ws.send_bytes(header)
+            while (packet := await viewer.next()) is not None:
+                await ws.send_bytes(packet.timing)
+                await ws.send_bytes(packet.packet)
+                viewer.sent(packet)
+        except (ConnectionError, RuntimeError):
+            pass  # the viewer went away; the receiving side cleans up
+        finally:
+            if not ws.closed:
+                # Wake the receiving side so that the handler ends too.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT)
+
+    async def _receive(self, viewer: Viewer, ws: web.WebSocketResponse) -> None:
+        """Read what a viewer sends: small JSON messages only; anything too large ends the connection.
+
+        ``{"type": "ack", "frame": N}``: frame N is decoded (the viewer then gets a window of frames
+        in flight); ``{"type": "keyframe"}``: the viewer's decoder fell behind and restarts at a keyframe.
+        """
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                try:
+                    request = json.loads(message.data)
+                except ValueError:
+                    continue
+                if not isinstance(request, dict):
+                    continue
+                if request.get("type") == "ack" and isinstance(request.get("frame"), int):
+                    viewer.acknowledge(request["frame"])
+                elif request.get("type") == "keyframe":
+                    viewer.skip_to_keyframe()
+            elif message.type == WSMsgType.ERROR:
+                self.refused_messages += 1
+                self.log(f"viewer {viewer.id}: {ws.exception()}")
+                break
+
+
+async def _add_page_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path == "/" or request.path.startswith("/static/"):
+        for name, value in _PAGE_HEADERS.items():
+            response.headers.setdefault(name, value)
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp keeps the listening sockets here
+    for sock in getattr(server, "sockets", None) or ():
+        return int(sock.getsockname()[1])
+    raise InputError("the server did not start listening")
+
+
+def run_live(
+    options: LiveOptions,
+    *,
+    on_ready: Callable[[LiveServer], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> LiveServer:
+    """Serve a live stream until Ctrl-C, SIGTERM, or the end of a file source.
+
+    Parameters
+    ----------
+    options : LiveOptions
+    on_ready : callable, optional
+        Called once the server listens (with the server: its ``url``, ``port``).
+    log : callable, optional
+        Receives event lines.
+
+    Returns
+    -------
+    LiveServer
+        The stopped server (its :meth:`LiveServer.stats` still answer).
+    """
+
+    async def main() -> LiveServer:
+        server = LiveServer(options, log=log)
+        try:
+            await server.start()
+        except BaseException:
+            await server.stop()
+            raise
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, server.ended.set)
+        try:
+            if on_ready is not None:
+                on_ready(server)
+            await server.ended.wait()
+        finally:
+            await server.stop()
+        return server
+
+    return asyncio.run(main())

@@ -1,0 +1,357 @@
+"""Live sources: a test pattern, a video file or a camera, each on its own thread at its own rate.
+
+A source never waits for the encoder. It hands each frame to a :class:`FrameMailbox` that holds
+the newest few; when the encoder falls behind, the oldest waiting frame is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from kmq.errors import InputError
+
+__all__ = [
+    "Capture",
+    "FrameMailbox",
+    "LiveSource",
+    "PatternSource",
+    "FileSource",
+    "CameraSource",
+    "open_source",
+    "DEFAULT_SIZE",
+]
+
+#: Frame size of sources that have none of their own (the test pattern), and of cameras unless asked.
+DEFAULT_SIZE = (1280, 720)
+#: Frames the mailbox holds for the encoder: one being picked up and one behind it absorb the
+#: jitter of a slow frame (a keyframe) without adding more than a frame of delay.
+MAILBOX_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One frame as the source produced it.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        H×W×3 uint8.
+    number : int
+        Frames the source produced before this one (counting those dropped).
+    captured : float
+        Wall-clock time of capture, seconds since the Unix epoch (what viewers measure latency from).
+    monotonic : float
+        The same moment on the monotonic clock (what timestamps are counted on).
+    """
+
+    pixels: np.ndarray
+    number: int
+    captured: float
+    monotonic: float
+
+
+class FrameMailbox:
+    """The newest frames of a source, at most ``depth``, waiting for the encoder.
+
+    ``put`` never blocks: when the mailbox is full the oldest frame is dropped and counted.
+    """
+
+    def __init__(self, depth: int = MAILBOX_DEPTH) -> None:
+        self._frames: collections.deque[Capture] = collections.deque()
+        self._depth = max(1, depth)
+        self._ready = threading.Condition()
+        self._closed = False
+        self.produced = 0
+        self.dropped = 0
+
+    def put(self, capture: Capture) -> None:
+        """Hand over a frame; drop the oldest waiting one if the encoder is behind."""
+        with self._ready:
+            if len(self._frames) >= self._depth:
+                self._frames.popleft()
+                self.dropped += 1
+            self._frames.append(capture)
+            self.produced += 1
+            self._ready.notify()
+
+    def get(self, timeout: float | None = None) -> Capture | None:
+        """The oldest waiting frame; None when closed and empty, or after ``timeout`` seconds."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._frames or self._closed, timeout):
+                return None
+            return self._frames.popleft() if self._frames else None
+
+    def close(self) -> None:
+        """No more frames will come; wake the reader."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the source has finished."""
+        return self._closed
+
+
+class LiveSource:
+    """Base of the live sources: produces frames into a mailbox on a thread of its own.
+
+    Attributes
+    ----------
+    name : str
+        What the source is, for the stats and the page.
+    width, height : int
+        Frame size.
+    fps : fractions.Fraction
+        The rate the source runs at.
+    error : BaseException or None
+        Why the source stopped early, when it did.
+    """
+
+    name = "source"
+
+    def __init__(self, width: int, height: int, fps: Fraction) -> None:
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.mailbox = FrameMailbox()
+
+    def start(self) -> None:
+        """Start producing frames."""
+        self._thread = threading.Thread(target=self._run, name=f"kmq-live-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop producing and release the device or file."""
+        self._stop.set()
+        if self._thread is None:
+            self._release()  # never started: nothing else will
+        elif self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self.mailbox.close()
+
+    def _run(self) -> None:
+        try:
+            number = 0
+            for pixels in self._frames():
+                if self._stop.is_set():
+                    break
+                self.mailbox.put(Capture(pixels, number, time.time(), time.monotonic()))
+                number += 1
+        except BaseException as exc:  # reported by the server; the stream then ends
+            self.error = exc
+        finally:
+            self._release()
+            self.mailbox.close()
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free what the source holds (a file, a device)."""
+
+    def _paced(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """Yield frames at the source's rate by the monotonic clock, whatever the consumer does.
+
+        A source that is itself late (its thread starved of CPU) skips the frames it missed
+        instead of bursting to catch up, as a camera would.
+        """
+        period = 1.0 / float(self.fps)
+        deadline = time.monotonic()
+        for pixels in frames:
+            now = time.monotonic()
+            if deadline > now:
+                if self._stop.wait(deadline - now):
+                    return
+            elif now - deadline > period:
+                deadline = now
+            yield pixels
+            deadline += period
+
+
+class PatternSource(LiveSource):
+    """``testsrc``: a pan and zoom across a real photograph (:class:`kmq.live.testsrc.TestPattern`).
+
+    Parameters
+    ----------
+    size : (int, int)
+        Width and height.
+    fps : fractions.Fraction
+        Frames per second.
+    """
+
+    name = "testsrc"
+
+    def __init__(self, size: tuple[int, int], fps: Fraction) -> None:
+        from kmq.live.testsrc import TestPattern
+
+        super().__init__(size[0], size[1], fps)
+        self._pattern = TestPattern(*size)
+        self._pattern.frame(0.0)  # compiles the kernel before the clock starts
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        def pictures() -> Iterator[np.ndarray]:
+            started = time.monotonic()
+            while True:
+                yield self._pattern.frame(time.monotonic() - started)
+
+        return self._paced(pictures())
+
+
+class FileSource(LiveSource):
+    """A video file played at a steady rate, scaled to ``size``; with ``loop``, played again at its end.
+
+    Parameters
+    ----------
+    path : path-like
+        Any video FFmpeg reads.
+    size : (int, int), optional
+        Scale frames to this size (default: the file's).
+    fps : fractions.Fraction, optional
+        Play at this rate (default: the file's nominal rate, else 30).
+    loop : bool
+        Start again at the end instead of ending the stream.
+    """
+
+    def __init__(self, path: str | Path, size: tuple[int, int] | None, fps: Fraction | None, *, loop: bool) -> None:
+        from kmq.media.video_source import VideoSource
+
+        self.path = Path(path)
+        self.name = f"file {self.path.name}"
+        self._size = size
+        self._loop = loop
+        self._video = VideoSource(self.path, size=size)
+        info = self._video.info
+        rate = fps or info.frame_rate or Fraction(30)
+        super().__init__(info.width, info.height, Fraction(rate).limit_denominator(1000))
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        from kmq.media.video_source import VideoSource
+
+        def pictures() -> Iterator[np.ndarray]:
+            video = self._video
+            while True:
+                delivered = 0
+                for frame in video:
+                    delivered += 1
+                    # Live frames are opaque: a file's alpha channel, if any, is left out.
+                    yield np.ascontiguousarray(frame.pixels[:, :, :3])
+                video.close()
+                if not self._loop or delivered == 0 or self._stop.is_set():
+                    return
+                video = self._video = VideoSource(self.path, size=(self.width, self.height))
+
+        return self._paced(pictures())
+
+    def _release(self) -> None:
+        self._video.close()
+
+
+class CameraSource(LiveSource):
+    """A camera through FFmpeg's capture devices (``v4l2`` on Linux, ``avfoundation`` on macOS).
+
+    Parameters
+    ----------
+    index : int
+        Camera number: ``/dev/videoN`` on Linux, the device index on macOS.
+    size : (int, int), optional
+        Ask the camera for this size (frames are scaled to it when the camera picks another).
+    fps : fractions.Fraction, optional
+        Ask the camera for this rate; the camera's own timing is what the stream follows.
+    """
+
+    def __init__(self, index: int, size: tuple[int, int] | None, fps: Fraction | None) -> None:
+        import av
+
+        self.name = f"camera {index}"
+        if sys.platform.startswith("linux"):
+            device, kind = f"/dev/video{index}", "v4l2"
+        elif sys.platform == "darwin":
+            device, kind = f"{index}:none", "avfoundation"
+        else:
+            raise InputError(f"cameras are supported on Linux and macOS, not on {sys.platform}")
+        options = {}
+        if size is not None:
+            options["video_size"] = f"{size[0]}x{size[1]}"
+        if fps is not None:
+            options["framerate"] = str(float(fps))
+        try:
+            self._container = av.open(device, format=kind, options=options)
+        except (av.error.FFmpegError, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise InputError(f"cannot open camera {index} ({device}): {reason}") from None
+        stream = self._container.streams.video[0]
+        width, height = size or (stream.codec_context.width, stream.codec_context.height)
+        rate = fps or stream.average_rate or Fraction(30)
+        super().__init__(width, height, Fraction(rate).limit_denominator(1000))
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        for frame in self._container.decode(video=0):
+            if self._stop.is_set():
+                return
+            yield frame.reformat(width=self.width, height=self.height, format="rgb24").to_ndarray()
+
+    def _release(self) -> None:
+        self._container.close()
+
+
+def open_source(
+    spec: str,
+    *,
+    size: tuple[int, int] | None = None,
+    fps: Fraction | float | None = None,
+    loop: bool = False,
+) -> LiveSource:
+    """The source a ``kmq live --source`` value names: ``testsrc``, ``camera``, ``camera:N`` or a video file.
+
+    Parameters
+    ----------
+    spec : str
+        What to stream.
+    size : (int, int), optional
+        Frame size (test pattern default 1280×720; files and cameras: their own).
+    fps : float, optional
+        Frames per second (test pattern default 30; files and cameras: their own).
+    loop : bool
+        Play a file again when it ends.
+
+    Returns
+    -------
+    LiveSource
+        Not started yet.
+
+    Raises
+    ------
+    kmq.errors.InputError
+        An unknown camera, a missing or unreadable file, a bad size or rate.
+    """
+    rate = None
+    if fps is not None:
+        rate = Fraction(fps).limit_denominator(1000)
+        if not 0 < rate <= 240:
+            raise InputError(f"fps must be above 0 and at most 240, got {fps}")
+    if size is not None and (size[0] < 1 or size[1] < 1 or size[0] > 65536 or size[1] > 65536):
+        raise InputError(f"size must be 1..65536 on each side, got {size[0]}x{size[1]}")
+    if spec == "testsrc":
+        return PatternSource(size or DEFAULT_SIZE, rate or Fraction(30))
+    if spec == "camera" or spec.startswith("camera:"):
+        number = spec.partition(":")[2] or "0"
+        if not number.isdigit():
+            raise InputError(f"camera must be camera or camera:N with N a number, got {spec!r}")
+        return CameraSource(int(number), size, rate)
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(f"source {spec!r} is not testsrc, camera[:N] or an existing video file")
+    return FileSource(path, size, rate, loop=loop)

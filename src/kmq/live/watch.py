@@ -1,0 +1,336 @@
+"""``kmq watch``: a Python viewer of a live stream that checks, counts, and optionally records what it decodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+
+from kmq.codec.video import TAG_FRAME, TAG_HEADER, DecodedFrame, VideoDecoder, parse_frame
+from kmq.errors import FormatError, InputError, OutputError
+from kmq.live.timing import TAG_TIMING, parse_timing
+
+__all__ = ["WatchSummary", "watch", "stream_url"]
+
+#: Largest message accepted from a server: a worst-case frame of 4K video is about 33 MB.
+MAX_MESSAGE_BYTES = 128 << 20
+
+
+@dataclass
+class WatchSummary:
+    """What a viewer saw.
+
+    Attributes
+    ----------
+    url : str
+        The stream (without its token).
+    width, height, k : int
+        From the stream header (0 when none arrived).
+    frames : int
+        Frames decoded.
+    keyframes : int
+        Keyframes among them.
+    skipped : int
+        Packets that could not be decoded because the viewer waited for a keyframe (after joining,
+        or after a gap in the frame numbers).
+    gaps : int
+        Times frame numbers jumped before a delta frame.
+    bytes_received : int
+        Every message's bytes.
+    seconds : float
+        From the first message to the last.
+    latency_ms : dict
+        Capture to decoded, from the server's capture-time records: ``p50``, ``p95``, ``max``.
+    end : str
+        Why watching stopped.
+    output : pathlib.Path or None
+        Where the frames were written.
+    """
+
+    url: str
+    width: int = 0
+    height: int = 0
+    k: int = 0
+    frames: int = 0
+    keyframes: int = 0
+    skipped: int = 0
+    gaps: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+    latency_ms: dict[str, float | None] = field(default_factory=dict)
+    end: str = ""
+    output: Path | None = None
+
+    @property
+    def fps(self) -> float:
+        """Frames decoded per second of watching."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def kbit_per_s(self) -> float:
+        """Received bit rate."""
+        return 8 * self.bytes_received / self.seconds / 1000 if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as plain values (``kmq watch --json``)."""
+        return {
+            "url": self.url,
+            "width": self.width,
+            "height": self.height,
+            "k": self.k,
+            "frames": self.frames,
+            "keyframes": self.keyframes,
+            "skipped": self.skipped,
+            "gaps": self.gaps,
+            "bytes_received": self.bytes_received,
+            "seconds": round(self.seconds, 3),
+            "fps": round(self.fps, 2),
+            "kbit_per_s": round(self.kbit_per_s, 1),
+            "latency_ms": self.latency_ms,
+            "end": self.end,
+            "output": None if self.output is None else str(self.output),
+        }
+
+
+def stream_url(url: str, token: str | None = None) -> str:
+    """Check a ``ws://`` or ``wss://`` stream address and add ``token`` to its query.
+
+    Raises
+    ------
+    kmq.errors.InputError
+        Not a WebSocket address.
+
+    Examples
+    --------
+    >>> stream_url("ws://127.0.0.1:8765/ws", "abcdefgh12")
+    'ws://127.0.0.1:8765/ws?token=abcdefgh12'
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise InputError(f"expected a stream address such as ws://127.0.0.1:8765/ws, got {url!r}")
+    if token is None:
+        return url
+    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "token"] + [("token", token)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _without_token(url: str) -> str:
+    parts = urlsplit(url)
+    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "token"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class _Output:
+    """Frames to a video file or PNG folder, opened when the stream header has told the size."""
+
+    def __init__(self, path: Path, force: bool) -> None:
+        from kmq.media.files import check_output
+        from kmq.media.video_output import sink_kind
+
+        self.path = path
+        self.kind = sink_kind(path)
+        if self.kind != "png":
+            check_output(path, force=force)
+        self.force = force
+        self._stack = contextlib.ExitStack()
+        self._sink: Any = None
+        self._first_pts: int | None = None
+
+    def write(self, frame: DecodedFrame, decoder: VideoDecoder) -> None:
+        from kmq.media.files import atomic_output
+        from kmq.media.video_output import PngFolder, open_sink
+
+        if self._sink is None:
+            header = decoder.header
+            if self.kind == "png":
+                self._sink = PngFolder(self.path, force=self.force)
+            else:
+                stream = self._stack.enter_context(atomic_output(self.path, force=self.force))
+                self._sink = open_sink(
+                    stream, self.path, self.kind, width=header.width, height=header.height, channels=header.channels,
+                    time_base=header.time_base, frame_rate=header.frame_rate,
+                )
+            self._first_pts = frame.pts
+        self._sink.write(frame.to_array(), frame.pts - self._first_pts, palette=frame.palette, indices=frame.indices)
+
+    def close(self, keep: bool) -> None:
+        """Finish the output (``keep``), or remove whatever was written of it."""
+        if self._sink is None:
+            return
+        if not keep:
+            self._sink.abort()
+            with contextlib.suppress(BaseException):  # atomic_output removes its temporary file
+                self._stack.__exit__(OutputError, OutputError("discarded"), None)
+            return
+        try:
+            self._sink.close()
+        except BaseException as exc:
+            with contextlib.suppress(BaseException):
+                self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._stack.close()
+
+
+def watch(
+    url: str,
+    *,
+    output: str | os.PathLike | None = None,
+    frames: int | None = None,
+    token: str | None = None,
+    force: bool = False,
+    timeout: float = 15.0,
+    on_frame: Callable[[DecodedFrame, WatchSummary], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> WatchSummary:
+    """Watch a live stream: decode every frame with :class:`kmq.VideoDecoder`, optionally write them out.
+
+    Parameters
+    ----------
+    url : str
+        The stream, ``ws://HOST:PORT/ws`` (a token may be in its query).
+    output : path-like, optional
+        Write the decoded frames: .mkv (FFV1, lossless), .mp4 (H.264), .gif, .apng, or a folder of PNGs.
+    frames : int, optional
+        Stop after this many decoded frames (default: until the stream ends).
+    token : str, optional
+        The server's token.
+    force : bool
+        Replace an existing output.
+    timeout : float
+        Give up when connecting, or waiting for a message, takes longer than this (seconds).
+    on_frame : callable, optional
+        Called with each decoded frame and the summary so far.
+    stop : callable, optional
+        Polled between messages; watching ends when it returns True.
+
+    Returns
+    -------
+    WatchSummary
+
+    Raises
+    ------
+    kmq.errors.InputError
+        A bad address, a server that cannot be reached, refuses the token, or falls silent.
+    kmq.errors.FormatError
+        A damaged or unknown record, or a stream that ends before a frame could be decoded.
+    """
+    full_url = stream_url(url, token)
+    summary = WatchSummary(url=_without_token(full_url))
+    sink = _Output(Path(output), force) if output is not None else None
+    if frames is not None and frames < 1:
+        raise InputError(f"frames must be positive, got {frames}")
+    try:
+        asyncio.run(_watch(full_url, summary, sink, frames, timeout, on_frame, stop))
+    except BaseException:
+        if sink is not None:
+            sink.close(keep=False)
+        raise
+    if sink is not None:
+        sink.close(keep=summary.frames > 0)
+        summary.output = sink.path if summary.frames else None
+    if summary.frames == 0:
+        raise FormatError(f"{summary.url}: no frame was decoded ({summary.end})")
+    return summary
+
+
+async def _watch(
+    url: str,
+    summary: WatchSummary,
+    sink: _Output | None,
+    frames: int | None,
+    timeout: float,
+    on_frame: Callable[[DecodedFrame, WatchSummary], None] | None,
+    stop: Callable[[], bool] | None,
+) -> None:
+    import aiohttp
+
+    decoder = VideoDecoder()
+    last_number = -1
+    captured: dict[int, float] = {}
+    latencies: list[float] = []
+    started: float | None = None
+    client_timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout)
+    async with aiohttp.ClientSession(timeout=client_timeout) as session:
+        try:
+            ws = await session.ws_connect(url, max_msg_size=MAX_MESSAGE_BYTES, heartbeat=None, autoping=True)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise InputError(f"{summary.url}: the server refused the stream ({exc.status} {exc.message})") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise InputError(f"cannot connect to {summary.url}: {exc or type(exc).__name__}") from None
+        async with ws:
+            while True:
+                if stop is not None and stop():
+                    summary.end = "stopped"
+                    break
+                try:
+                    message = await ws.receive(timeout=timeout)
+                except asyncio.TimeoutError:
+                    raise InputError(f"{summary.url}: no data for {timeout:g} s") from None
+                if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                    reason = ws.close_code, (message.extra or "")
+                    summary.end = f"the server closed the stream ({reason[0]} {reason[1]})".strip()
+                    break
+                if message.type == aiohttp.WSMsgType.ERROR:
+                    summary.end = f"connection error: {ws.exception()}"
+                    break
+                if message.type != aiohttp.WSMsgType.BINARY:
+                    continue
+                data = message.data
+                now = time.time()
+                started = started if started is not None else now
+                summary.seconds = now - started
+                summary.bytes_received += len(data)
+                tag = bytes(data[:4])
+                if tag == TAG_TIMING:
+                    timing = parse_timing(data)
+                    captured[timing.number] = timing.captured_us / 1e6
+                    if len(captured) > 64:
+                        captured.pop(next(iter(captured)))
+                    continue
+                if tag == TAG_HEADER:
+                    header = decoder.read_header(data)
+                    summary.width, summary.height, summary.k = header.width, header.height, header.k
+                    continue
+                if tag != TAG_FRAME:
+                    decoder.feed(data)  # checks the record; skips optional ones, refuses unknown ones
+                    continue
+                if decoder.header is None:
+                    raise FormatError("a frame packet arrived before the stream header")
+                packet = parse_frame(data, decoder.header)
+                if not packet.keyframe and (not decoder.ready or packet.number != last_number + 1):
+                    if decoder.ready:
+                        summary.gaps += 1
+                        decoder.reset()
+                    summary.skipped += 1
+                    continue
+                frame = decoder.decode(packet)
+                last_number = frame.number
+                summary.frames += 1
+                summary.keyframes += frame.keyframe
+                if frame.number in captured:
+                    latencies.append(time.time() - captured.pop(frame.number))
+                if sink is not None:
+                    sink.write(frame, decoder)
+                if on_frame is not None:
+                    on_frame(frame, summary)
+                # Acknowledged once handled: the server then keeps only a few frames in flight to
+                # this viewer, so a slow viewer skips ahead instead of falling ever further behind.
+                await ws.send_str(f'{{"type":"ack","frame":{frame.number}}}')
+                if frames is not None and summary.frames >= frames:
+                    summary.end = f"{frames} frames decoded"
+                    break
+    if latencies:
+        values = np.array(latencies) * 1000
+        summary.latency_ms = {
+            "p50": round(float(np.percentile(values, 50)), 1),
+            "p95": round(float(np.percentile(values, 95)), 1),
+            "max": round(float(values.max()), 1),
+        }
