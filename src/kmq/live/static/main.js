@@ -1,0 +1,17 @@
+// Page entry: builds the player for the stream of the server that served this page, reading
+// ?token=... (and ?worker=0 to decode on the page's thread) from the page's own address, and
+// exposes it as window.kmqPlayer and its numbers as window.kmqStats.
+
+import { Player } from './player.js';
+
+const params = new URLSearchParams(location.search);
+const token = params.get('token');
+const query = token ? `?token=${encodeURIComponent(token)}` : '';
+const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+const player = new Player(document.getElementById('video'), `${scheme}://${location.host}/ws${query}`, {
+  worker: params.get('worker') !== '0',
+  overlay: params.get('overlay') === '0' ? null : document.getElementById('stage'),
+  probeUrl: `/stats${query}`,
+});
+window.kmqPlayer = player;
+window.kmqStats = player.stats;
