@@ -632,12 +632,176 @@ def _run_video_decode(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- live
+
+
+def _fps_value(text: str) -> float:
+    from fractions import Fraction
+
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"fps must be a number such as 30 or 30000/1001, got {text!r}") from None
+    if not 0 < value <= 240:
+        raise argparse.ArgumentTypeError(f"fps must be above 0 and at most 240, got {text}")
+    return float(value)
+
+
+def _port_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a whole number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535 (0: any free port), got {value}")
+    return value
+
+
+_LIVE_EPILOG = """\
+Open the player address in a browser: it decodes the palette indices in JavaScript and shows
+fps, bit rate, compression against raw RGB, palette size and latency. GET /stats returns the
+server's numbers as JSON. The server binds 127.0.0.1 unless --host says otherwise; any other
+address needs --token (one is generated and printed when none is given), which /ws and /stats
+then require as ?token=... . Ctrl-C stops it (and finishes a --record file).
+"""
+
+
+def _add_live_commands(commands: Any) -> None:
+    live = commands.add_parser(
+        "live",
+        help="stream a camera, a file or a test pattern live to browsers",
+        description="Encode a live source once, frame by frame, and stream the packets over WebSocket to "
+        "every viewer; the player page decodes them in JavaScript.",
+        epilog=_LIVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    live.add_argument("--source", default="testsrc", metavar="SOURCE", help="camera, camera:N, a video file, or testsrc (a pan across a real photo; default)")
+    live.add_argument("--loop", action="store_true", help="play a file source again when it ends")
+    live.add_argument("-k", type=_k_value, default=64, help="palette size, 2..256 (default 64)")
+    live.add_argument("--size", type=_frame_size, default=None, metavar="WxH", help="frame size (default: the source's; 1280x720 for testsrc)")
+    live.add_argument("--fps", type=_fps_value, default=None, help="source frame rate (default: the source's; 30 for testsrc)")
+    live.add_argument("--keyint", type=_positive_int, default=None, metavar="N", help="a keyframe at least every N frames (default: 8 seconds' worth)")
+    live.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need a token)")
+    live.add_argument("--port", type=_port_value, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
+    live.add_argument("--token", default=None, help="token viewers must give (default: none on loopback, generated otherwise)")
+    live.add_argument("--max-viewers", type=_positive_int, default=32, metavar="N", help="viewers at once (default 32)")
+    live.add_argument("--record", default=None, metavar="OUT.kmqv", help="also write the stream to a .kmqv file")
+    live.add_argument("-f", "--force", action="store_true", help="replace an existing --record file")
+    live.set_defaults(run=_run_live)
+
+    watch = commands.add_parser(
+        "watch",
+        help="watch a live stream from Python: check it, count it, record it",
+        description="Connect to a kmq live stream, decode every frame with kmq.VideoDecoder, and print what arrived "
+        "(frames, keyframes, bit rate, latency); optionally write the frames to a video file or PNG folder.",
+    )
+    watch.add_argument("url", help="the stream, ws://HOST:PORT/ws")
+    watch.add_argument("-o", "--output", default=None, help="write frames to OUT.mkv (lossless), OUT.mp4, OUT.gif, OUT.apng or OUTDIR/")
+    watch.add_argument("--frames", type=_positive_int, default=None, metavar="N", help="stop after N frames (default: until the stream ends)")
+    watch.add_argument("--token", default=None, help="the server's token")
+    watch.add_argument("--timeout", type=float, default=15.0, metavar="S", help="give up after S seconds without data (default 15)")
+    watch.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    watch.add_argument("--json", action="store_true", help="print the summary as JSON")
+    watch.set_defaults(run=_run_watch)
+
+
+def _run_live(args: argparse.Namespace) -> int:
+    from kmq.live.access import is_loopback, new_token
+    from kmq.live.server import LiveOptions, run_live
+
+    token = args.token
+    generated = token is None and not is_loopback(args.host)
+    if generated:
+        token = new_token()
+    options = LiveOptions(
+        source=args.source,
+        size=args.size,
+        fps=args.fps,
+        loop=args.loop,
+        k=args.k,
+        keyint=args.keyint,
+        host=args.host,
+        port=args.port,
+        token=token,
+        record=Path(args.record) if args.record else None,
+        force=args.force,
+        max_viewers=args.max_viewers,
+    )
+    quiet = args.quiet
+
+    def say(line: str) -> None:
+        if not quiet:
+            print(line, flush=True)
+
+    def ready(server: Any) -> None:
+        source = server.source
+        # Always printed, even with --quiet: the address is how the server is used.
+        print(f"kmq live: {source.name} {source.width}×{source.height} at {float(source.fps):g} fps, K={args.k}", flush=True)
+        print(f"player  {server.url}", flush=True)
+        print(f"stream  {server.address('/ws', scheme='ws')}", flush=True)
+        print(f"stats   {server.address('/stats')}", flush=True)
+        if generated:
+            print(f"token   {token} (generated; viewers and /stats need it)", flush=True)
+        if server.recorder is not None:
+            say(f"recording to {server.recorder.path}")
+        say("Ctrl-C stops.")
+
+    server = run_live(options, on_ready=ready, log=say)
+    stats = server.stats()
+    encode = stats["encode_ms"]
+    viewers = stats["viewers"]
+    say(
+        f"stopped ({server.end_reason}): {stats['frames_encoded']} frames encoded "
+        f"(p50 {encode.get('p50')} ms, p95 {encode.get('p95')} ms), {stats['source']['frames_dropped']} dropped at the source, "
+        f"{viewers.get('joined_total', 0)} viewers, {_size(stats['bytes_sent'])} sent"
+    )
+    if server.recorder is not None:
+        say(f"recorded {server.recorder.frames} frames to {server.recorder.path}")
+    if server.end_reason.startswith("source failed"):
+        print(f"error: {server.end_reason}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _run_watch(args: argparse.Namespace) -> int:
+    from kmq.live.watch import watch
+
+    console = _console(args)
+    shown = {"at": 0.0}
+
+    def progress(frame: Any, summary: Any) -> None:
+        now = time.monotonic()
+        if args.json or args.quiet or now - shown["at"] < 1.0:
+            return
+        shown["at"] = now
+        print(f"\r{summary.frames} frames, {summary.fps:.1f} fps, {summary.kbit_per_s:.0f} kbit/s", end="", file=sys.stderr, flush=True)
+
+    summary = watch(args.url, output=args.output, frames=args.frames, token=args.token, force=args.force, timeout=args.timeout, on_frame=progress)
+    if not (args.json or args.quiet):
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return EXIT_OK
+    latency = summary.latency_ms
+    console.print(
+        f"{summary.url}: {summary.frames} frames of {summary.width}×{summary.height} (K={summary.k}), "
+        f"{summary.keyframes} keyframes, {summary.skipped} skipped waiting for a keyframe; "
+        f"{summary.fps:.1f} fps, {summary.kbit_per_s:.0f} kbit/s"
+        + (f", latency p50 {latency['p50']} ms, p95 {latency['p95']} ms" if latency else "")
+    )
+    if summary.output is not None:
+        console.print(f"frames written to {summary.output}")
+    console.print(f"ended: {summary.end}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- entry point
 
 _COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_image_commands, _add_demo_command]
 _COMMAND_GROUPS.append(_add_scale_commands)
 _COMMAND_GROUPS.append(_add_analysis_commands)
 _COMMAND_GROUPS.append(_add_video_commands)
+_COMMAND_GROUPS.append(_add_live_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
