@@ -177,17 +177,7 @@ def encode_video(
         input_path, size=size, start=start, duration=duration, max_frames=max_frames, max_pixels=max_pixels
     ) as source:
         info = source.info
-        encoder = VideoEncoder(
-            info.width,
-            info.height,
-            k=k,
-            channels=info.channels,
-            keyint=keyint,
-            dither=dither,
-            frame_rate=info.frame_rate or 30,
-            time_base=info.time_base,
-            seed=seed,
-        )
+        encoder = VideoEncoder.for_source(info, k=k, keyint=keyint, dither=dither, seed=seed)
         with atomic_output(output, force=force, inputs=(input_path,)) as stream:
             writer = KmqvWriter(stream, encoder.header)
             for frame in source:

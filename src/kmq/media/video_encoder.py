@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
+from typing import Any
 
 import numba
 import numpy as np
@@ -244,6 +245,26 @@ class VideoEncoder:
         self._distortion: float | None = None
         self._offsets = np.zeros((8, 8), np.int16)
         self._band_tops = _block_rows(width, height)
+
+    @classmethod
+    def for_source(cls, info: Any, **settings: Any) -> VideoEncoder:
+        """An encoder for the frames of a video input (size, channels and timing from its ``info``).
+
+        Parameters
+        ----------
+        info : kmq.media.video_source.SourceInfo
+            What the input's :class:`~kmq.media.video_source.VideoSource` knows.
+        **settings
+            Any other parameter of :class:`VideoEncoder` (k, keyint, dither, seed, ...).
+        """
+        return cls(
+            info.width,
+            info.height,
+            channels=info.channels,
+            frame_rate=info.frame_rate or Fraction(30),
+            time_base=info.time_base,
+            **settings,
+        )
 
     # -- what a viewer needs
 
