@@ -16,8 +16,6 @@ from kmq.errors import InputError
 
 __all__ = ["Comparison", "Trial", "check_ks", "code_palette", "compare_methods", "rgb_pixels"]
 
-#: Sixteen colours in a 16×16 image, for warming up a method before it is timed.
-_WARM_UP_IMAGE = np.repeat(np.arange(0, 256, 16, dtype=np.uint8), 48).reshape(16, 16, 3)
 #: progress(done, total, what) is called before each step.
 Progress = Callable[[int, int, str], Any]
 
@@ -203,6 +201,13 @@ def _decibels(value: float) -> str:
     return "lossless" if math.isinf(value) else f"{value:.2f} dB"
 
 
+def _warm_up_image() -> np.ndarray:
+    """A 192×192 image of smooth colour ramps: large and varied enough to take a photo's code paths."""
+    ramp = np.linspace(0, 255, 192)
+    red, green = np.meshgrid(ramp, ramp)
+    return np.stack([red, green, (red + green) / 2], axis=2).round().astype(np.uint8)
+
+
 def rgb_pixels(pixels: np.ndarray) -> np.ndarray:
     """Validate an H×W×3 or H×W×4 uint8 image and return its RGB channels, C-contiguous."""
     pixels = np.asarray(pixels)
@@ -261,13 +266,14 @@ def compare_methods(
     comparison = Comparison(pixels=pixels, ks=ks, methods=[], input_bytes=input_bytes)
     total = len(methods) * (len(ks) + 1)
     done = 0
-    code_palette(_WARM_UP_IMAGE, _WARM_UP_IMAGE[0, :2])
+    # a first run of each step loads or compiles its kernels, which is no part of the time measured
+    warm_up = _warm_up_image()
+    code_palette(warm_up, warm_up[0, :2])
     for method in methods:
         if progress:
             progress(done, total, f"{method}: fitting palettes")
         try:
-            # a first run on a tiny image loads compiled kernels and imports, which are no part of the time
-            fit_palettes(method, _WARM_UP_IMAGE, [2], seed=seed)
+            fit_palettes(method, warm_up, [max(ks)], seed=seed)
             fitted = fit_palettes(method, pixels, ks, seed=seed)
         except MethodUnavailable as exc:
             comparison.skipped[method] = f"skipped: {exc}"
