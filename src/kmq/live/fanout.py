@@ -123,6 +123,7 @@ class Viewer:
     def skip_to_keyframe(self) -> None:
         """The viewer asked to start again at a keyframe (its decoder fell behind)."""
         self.keyframe_requests += 1
+        self._in_flight.clear()  # the viewer has let go of everything it was sent
         if not self.waiting:
             self._fall_behind()
 

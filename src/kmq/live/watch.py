@@ -310,6 +310,7 @@ async def _watch(
                         summary.gaps += 1
                         decoder.reset()
                     summary.skipped += 1
+                    await ws.send_str(f'{{"type":"ack","frame":{packet.number}}}')
                     continue
                 frame = decoder.decode(packet)
                 last_number = frame.number

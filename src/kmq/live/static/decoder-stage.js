@@ -15,6 +15,11 @@ function tagOf(bytes) {
   return bytes.length >= 4 ? String.fromCharCode(bytes[0], bytes[1], bytes[2], bytes[3]) : '';
 }
 
+/** The frame number of a frame packet: the payload's first field, after 8 bytes of record head. */
+function numberOf(bytes) {
+  return bytes.length >= 12 ? (bytes[8] | (bytes[9] << 8) | (bytes[10] << 16) | (bytes[11] << 24)) >>> 0 : -1;
+}
+
 export class DecoderStage {
   /**
    * @param {object} destination receives header(h), frame(f), skipped(), error(message)
@@ -56,14 +61,16 @@ export class DecoderStage {
     if (tag === 'KMQF') {
       // Flags byte of the packet: 8 bytes of record head, then 12 bytes into the payload.
       const keyframe = bytes.length > 20 && (bytes[20] & 1) === 1;
+      const number = numberOf(bytes);
       if (this.waiting) {
         if (!keyframe) {
           this.dropped++;
+          this.acknowledge(number); // done with it: the server may send the next
           return;
         }
         this.waiting = false;
       }
-      this.queue.push({ bytes, keyframe, frame: true });
+      this.queue.push({ bytes, keyframe, frame: true, number });
       this.trimBacklog();
     } else {
       this.queue.push({ bytes, keyframe: false, frame: false });
@@ -92,20 +99,22 @@ export class DecoderStage {
         break;
       }
     }
-    const before = this.queue.length;
-    if (keep > 0) {
-      this.queue = this.queue.filter((item, i) => i >= keep || !item.frame);
-    } else if (keep < 0) {
-      this.queue = this.queue.filter((item) => !item.frame);
+    const dropped = this.queue.filter((item, i) => item.frame && (keep < 0 || i < keep));
+    if (!dropped.length) return;
+    this.queue = this.queue.filter((item) => !dropped.includes(item));
+    this.dropped += dropped.length;
+    // Acknowledged as done with, so that the server's window of frames in flight moves on.
+    this.acknowledge(Math.max(...dropped.map((item) => item.number)));
+    if (keep < 0) {
       this.waiting = true;
       this.requestKeyframe();
     }
-    this.dropped += before - this.queue.length;
   }
 
   pump() {
     if (this.busy || this.destroyed || this.queue.length === 0) return;
     const item = this.queue.shift();
+    this.current = item;
     if (this.worker) {
       this.busy = true;
       // Copied out of the socket's buffer only when it is a view into a larger one.
@@ -151,11 +160,14 @@ export class DecoderStage {
       this.acknowledge(event.number);
       this.destination.frame({ ...event, captureMs: timing ? timing.captureMs : null, sentMs: timing ? timing.sentMs : null });
     } else if (event.kind === 'skipped') {
+      this.acknowledge(event.number);
       this.destination.skipped(event.number);
     } else if (event.kind === 'error') {
       this.destination.error(event.message);
       // A damaged packet: start again at a keyframe.
       this.waiting = true;
+      const numbers = [this.current, ...this.queue].filter((item) => item && item.frame).map((item) => item.number);
+      if (numbers.length) this.acknowledge(Math.max(...numbers));
       this.queue = this.queue.filter((item) => !item.frame);
       if (this.worker) this.worker.postMessage({ type: 'reset' });
       else this.inline.reset();
