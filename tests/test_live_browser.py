@@ -1,0 +1,236 @@
+"""The player page in headless Chromium against a real `kmq live` server: it plays, exactly, and copes."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kmq.codec.video import KmqvReader
+from test_live_server import LiveProcess, RawViewer, live, viewer_stats  # noqa: F401 (live: the fixture)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+pytestmark = pytest.mark.browser
+
+#: Reads the canvas and the number of the frame it shows in one task, so the two always match.
+CAPTURE = """() => {
+  const canvas = document.getElementById('video');
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let binary = '';
+  for (let i = 0; i < data.length; i += 0x8000) binary += String.fromCharCode.apply(null, data.subarray(i, i + 0x8000));
+  return { number: window.kmqStats.frameNumber, width: canvas.width, height: canvas.height, pixels: btoa(binary) };
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser).
+
+    One per module, closed at its end: Playwright's sync API keeps an event loop running in the
+    main thread while it is open, which later tests that start their own loop must not meet.
+    """
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (scripts/system-deps.sh installs it)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def wait_until(page, expression: str, timeout: float = 60.0) -> None:
+    """Wait for a condition in the page (a deadline against hangs, not a measurement)."""
+    page.wait_for_function(expression, timeout=timeout * 1000)
+
+
+def stats(page) -> dict:
+    return page.evaluate("() => ({ ...window.kmqStats })")
+
+
+def open_player(browser, url: str):  # noqa: F811
+    # The page's policy forbids eval, which Playwright's waiting on an expression uses.
+    page = browser.new_page(bypass_csp=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.errors = errors
+    return page
+
+
+def test_the_page_plays_and_frames_decoded_grows(browser, live):  # noqa: F811
+    page = open_player(browser, f"http://127.0.0.1:{live.port}/")
+    try:
+        wait_until(page, "window.kmqStats && window.kmqStats.framesDecoded >= 5")
+        first = stats(page)
+        wait_until(page, f"window.kmqStats.framesDecoded >= {first['framesDecoded'] + 30}")
+        later = stats(page)
+        assert later["state"] == "playing"
+        assert (later["width"], later["height"]) == (256, 144)
+        assert later["paletteSize"] == 32
+        assert later["bytesReceived"] > first["bytesReceived"]
+        assert later["latencyMs"] is not None and later["fps"] > 0 and later["ratio"] > 1
+        assert later["keyframes"] >= 1 and later["errors"] == 0
+        overlay = page.inner_text(".kmq-overlay")
+        for word in ("fps", "bit/s", "vs raw RGB", "K=32", "latency"):
+            assert word in overlay
+        assert page.errors == []
+    finally:
+        page.close()
+
+
+def test_the_canvas_shows_exactly_the_frame_the_python_decoder_makes(browser, live):  # noqa: F811
+    page = open_player(browser, f"http://127.0.0.1:{live.port}/")
+    try:
+        wait_until(page, "window.kmqStats && window.kmqStats.framesRendered >= 10")
+        shot = page.evaluate(CAPTURE)
+    finally:
+        page.close()
+    number = shot["number"]
+    # The recorder flushes every 30 frames: wait until the frame shown is on disk.
+    live.wait_for(lambda s: s["recording"]["frames"] >= number + 31, "the recording to reach the frame")
+    with live.recording.open("rb") as stream:
+        for frame in KmqvReader(stream).frames(salvage=True):
+            if frame.number == number:
+                expected = frame.to_array()
+                break
+        else:
+            pytest.fail(f"frame {number} is not in the recording")
+    pixels = np.frombuffer(base64.b64decode(shot["pixels"]), np.uint8).reshape(shot["height"], shot["width"], 4)
+    assert np.array_equal(pixels[:, :, :3], expected)
+    assert (pixels[:, :, 3] == 255).all()
+
+
+def test_two_viewers_play_at_once_one_decoding_in_a_worker_one_on_the_page(browser, live):  # noqa: F811
+    pages = [open_player(browser, f"http://127.0.0.1:{live.port}/{query}") for query in ("", "?worker=0")]
+    try:
+        for page in pages:
+            wait_until(page, "window.kmqStats && window.kmqStats.framesDecoded >= 20")
+        shots = [page.evaluate(CAPTURE) for page in pages]
+        assert all(stats(page)["state"] == "playing" for page in pages)
+        assert all(page.errors == [] for page in pages)
+        assert len(pages[0].workers) == 1 and len(pages[1].workers) == 0
+    finally:
+        for page in pages:
+            page.close()
+    assert shots[0]["pixels"] != "" and shots[1]["pixels"] != ""
+
+
+def test_a_viewer_throttled_to_a_crawl_does_not_slow_the_browser_viewer(browser, live):  # noqa: F811
+    crawler = RawViewer(live.port, receive_buffer=4096)
+    crawler_id = max(viewer_stats(live.wait_for(lambda s: s["viewers"]["count"] >= 1, "viewers")))
+    page = open_player(browser, f"http://127.0.0.1:{live.port}/")
+    done = threading.Event()
+    crawler.crawl(done, chunk=512)
+    try:
+        wait_until(page, "window.kmqStats && window.kmqStats.framesDecoded >= 10")
+        before_page, before_server = stats(page), live.stats()
+        end = live.wait_for(
+            lambda s: viewer_stats(s)[crawler_id]["frames_dropped"] > 30, "the crawling viewer to fall behind"
+        )
+        after_page = stats(page)
+        encoded = end["frames_encoded"] - before_server["frames_encoded"]
+        decoded = after_page["framesDecoded"] - before_page["framesDecoded"]
+        # The browser decoded (nearly) every frame the encoder made meanwhile: it may trail by the
+        # frames in flight, and skips only if its own decoding falls behind.
+        skipped = after_page["framesDropped"] - before_page["framesDropped"]
+        assert decoded + skipped >= encoded - end["viewers"]["queue_limit"]["in_flight"] - 2
+        assert after_page["state"] == "playing"
+    finally:
+        done.set()
+        crawler.close()
+        page.close()
+
+
+def test_players_created_and_destroyed_release_their_sockets_workers_and_memory(browser, live):  # noqa: F811
+    page = open_player(browser, f"http://127.0.0.1:{live.port}/?overlay=0")
+    session = page.context.new_cdp_session(page)
+    session.send("Performance.enable")
+
+    def churn() -> float:
+        page.evaluate(
+            """async () => {
+              const { Player } = await import('/static/player.js');
+              for (let round = 0; round < 5; round++) {
+                const canvas = document.createElement('canvas');
+                const player = new Player(canvas, `ws://${location.host}/ws`);
+                while (player.stats.framesDecoded < 2) await new Promise((r) => setTimeout(r, 20));
+                player.destroy();
+              }
+            }"""
+        )
+        session.send("HeapProfiler.collectGarbage")
+        metrics = {item["name"]: item["value"] for item in session.send("Performance.getMetrics")["metrics"]}
+        return metrics["JSHeapUsedSize"]
+
+    try:
+        wait_until(page, "window.kmqStats && window.kmqStats.framesDecoded >= 3")
+        churn()  # the first round loads the modules and warms up
+        first = churn()
+        second = churn()
+        third = churn()
+        # Fifteen more players came and went: the heap did not keep what they held.
+        assert third - first < 4 << 20, (first, second, third)
+        live.wait_for(lambda s: s["viewers"]["count"] == 1, "the destroyed players' connections to close")
+        assert len(page.workers) == 1  # only the page's own player
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def restartable(tmp_path_factory):
+    """A free port for a server the test stops and starts again."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_player_shows_reconnecting_and_resumes_when_the_server_returns(browser, restartable):  # noqa: F811
+    args = ("--size", "96x64", "--fps", "15", "-k", "8")
+    server = LiveProcess(*args, port=restartable)
+    page = open_player(browser, f"http://127.0.0.1:{restartable}/")
+    try:
+        wait_until(page, "window.kmqStats && window.kmqStats.framesDecoded >= 5")
+        server.stop()
+        wait_until(page, "window.kmqStats.state === 'reconnecting'")
+        assert "reconnecting" in page.inner_text(".kmq-state")
+        decoded = stats(page)["framesDecoded"]
+        server = LiveProcess(*args, port=restartable)
+        wait_until(page, f"window.kmqStats.framesDecoded >= {decoded + 5}")
+        after = stats(page)
+        assert after["state"] == "playing" and after["reconnects"] >= 1
+    finally:
+        page.close()
+        server.stop()
+
+
+def test_a_wrong_token_is_refused_and_shown_as_such(browser):  # noqa: F811
+    server = LiveProcess("--size", "64x48", "--fps", "10", "-k", "8", "--token", "right-token-1")
+    try:
+        wrong = open_player(browser, f"http://127.0.0.1:{server.port}/?token=wrong-token-9")
+        right = open_player(browser, f"http://127.0.0.1:{server.port}/?token=right-token-1")
+        wait_until(wrong, "window.kmqStats && window.kmqStats.state === 'refused'")
+        wait_until(right, "window.kmqStats && window.kmqStats.framesDecoded >= 3")
+        assert "wrong token" in stats(wrong)["detail"]
+        assert stats(wrong)["framesDecoded"] == 0
+        assert server.stats("right-token-1")["viewers"]["count"] == 1
+        wrong.close()
+        right.close()
+    finally:
+        server.stop()
+

@@ -1,0 +1,144 @@
+"""The fan-out alone: one packet to every viewer, keyframe starts, bounded queues, skips, the in-flight window."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from kmq.errors import LimitError
+from kmq.live.fanout import FanOut, LivePacket
+
+
+def packet(number: int, keyframe: bool = False, size: int = 100) -> LivePacket:
+    return LivePacket(number=number, keyframe=keyframe, timing=b"t" * 32, packet=bytes(size))
+
+
+def run(coroutine):
+    """Run a scenario on an event loop of its own thread, whatever loop this thread may have."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+class Requests:
+    """Counts the keyframes the fan-out asks the encoder for."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+async def drain(viewer, count: int) -> list[LivePacket]:
+    return [await asyncio.wait_for(viewer.next(), 1) for _ in range(count)]
+
+
+def test_every_viewer_gets_the_same_packet_objects_from_a_keyframe_on():
+    async def scenario():
+        fanout = FanOut(Requests())
+        first, second = fanout.join("a"), fanout.join("b")
+        sent = [packet(0), packet(1, keyframe=True), packet(2), packet(3)]
+        for item in sent:
+            fanout.publish(item)
+        got_first, got_second = await drain(first, 3), await drain(second, 3)
+        assert got_first == sent[1:] and all(a is b for a, b in zip(got_first, got_second))
+        # Before its first keyframe a viewer has nothing to miss: nothing counts as dropped.
+        assert first.frames_dropped == 0
+
+    run(scenario())
+
+
+def test_joining_asks_for_a_keyframe_but_not_more_often_than_the_gap():
+    async def scenario():
+        requests = Requests()
+        fanout = FanOut(requests, keyframe_gap=0.2)
+        fanout.join("a")
+        fanout.join("b")
+        fanout.join("c")
+        assert requests.count == 1
+        await asyncio.sleep(0.3)
+        assert requests.count == 2  # the later joiners' request, once the gap has passed
+
+    run(scenario())
+
+
+def test_the_viewer_limit_refuses_one_more():
+    async def scenario():
+        fanout = FanOut(Requests(), max_viewers=2)
+        fanout.join("a")
+        fanout.join("b")
+        with pytest.raises(LimitError):
+            fanout.join("c")
+
+    run(scenario())
+
+
+def test_a_viewer_that_falls_behind_skips_to_the_next_keyframe_with_a_bounded_queue():
+    async def scenario():
+        requests = Requests()
+        fanout = FanOut(requests, queue_frames=4, keyframe_gap=0)
+        viewer = fanout.join("slow")
+        fanout.publish(packet(0, keyframe=True))
+        for number in range(1, 20):
+            fanout.publish(packet(number))
+            assert len(viewer.queue) <= 4
+        # Never read: the four queued, the one that overflowed the queue and the fifteen after it.
+        assert viewer.waiting and viewer.lag_events == 1 and viewer.frames_dropped == 20
+        asked = requests.count
+        # Caught up with an empty queue: only now is a keyframe asked for.
+        task = asyncio.create_task(viewer.next())
+        await asyncio.sleep(0)
+        assert requests.count == asked + 1
+        fanout.publish(packet(20))
+        fanout.publish(packet(21, keyframe=True))
+        assert (await asyncio.wait_for(task, 1)).number == 21
+
+    run(scenario())
+
+
+def test_a_queue_is_bounded_in_bytes_as_well():
+    async def scenario():
+        fanout = FanOut(Requests(), queue_frames=100, queue_bytes=1000)
+        viewer = fanout.join("slow")
+        fanout.publish(packet(0, keyframe=True, size=300))
+        for number in range(1, 10):
+            fanout.publish(packet(number, size=300))
+            assert viewer.queued_bytes <= 1000
+
+    run(scenario())
+
+
+def test_a_viewer_that_acknowledges_has_at_most_its_window_in_flight():
+    async def scenario():
+        fanout = FanOut(Requests(), queue_frames=50, ack_window=3)
+        viewer = fanout.join("a")
+        viewer.acknowledge(-1)
+        fanout.publish(packet(0, keyframe=True))
+        for number in range(1, 6):
+            fanout.publish(packet(number))
+        assert [p.number for p in await drain(viewer, 3)] == [0, 1, 2]
+        blocked = asyncio.create_task(viewer.next())
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        viewer.acknowledge(0)
+        assert (await asyncio.wait_for(blocked, 1)).number == 3
+
+    run(scenario())
+
+
+def test_leaving_releases_the_queue_and_ends_the_senders_wait():
+    async def scenario():
+        fanout = FanOut(Requests())
+        viewer = fanout.join("a")
+        fanout.publish(packet(0, keyframe=True))
+        waiting = asyncio.create_task(drain(viewer, 2))
+        await asyncio.sleep(0)
+        fanout.leave(viewer)
+        assert (await asyncio.wait_for(waiting, 1))[1] is None
+        assert not fanout.viewers and viewer.queued_bytes == 0
+        fanout.publish(packet(1))
+        assert not viewer.queue
+
+    run(scenario())

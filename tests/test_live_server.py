@@ -1,0 +1,549 @@
+"""`kmq live` as a real server on a loopback port: stream, stats, slow and broken viewers, tokens, `kmq watch`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import run_kmq
+from kmq.codec.video import TAG_FRAME, StreamHeader, VideoDecoder, parse_frame
+from kmq.live.timing import TAG_TIMING, parse_timing
+
+#: Small frames keep the tests quick; the benchmark measures 1280×720.
+SIZE = "256x144"
+
+
+class LiveProcess:
+    """``kmq live`` in a child process, as a user starts it; reads the addresses it prints."""
+
+    def __init__(self, *args: str, port: int = 0, startup: float = 120.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kmq", "live", "--port", str(port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.addresses: dict[str, str] = {}
+        deadline = time.monotonic() + startup
+        wants_token = "--host" in args and "--token" not in args
+        while "stats" not in self.addresses or (wants_token and "token" not in self.addresses):
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("kmq live exited:\n" + "".join(self.lines))
+            self.lines.append(line)
+            name, _, value = line.partition(" ")
+            if name in ("player", "stream", "stats", "token"):
+                self.addresses[name] = value.strip().split()[0]
+            if time.monotonic() > deadline:
+                raise RuntimeError("kmq live did not start:\n" + "".join(self.lines))
+        self.port = int(self.addresses["stats"].split(":")[2].split("/")[0])
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def stats(self, token: str | None = None) -> dict:
+        query = f"?token={token}" if token else ""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats{query}", timeout=10) as response:
+            return json.loads(response.read())
+
+    def wait_for(self, condition, what: str, timeout: float = 60.0, token: str | None = None) -> dict:
+        """Poll /stats until ``condition(stats)`` holds (a deadline against hangs, not a measurement)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats(token)
+            if condition(stats):
+                return stats
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: {json.dumps(stats)[:2000]}")
+            time.sleep(0.1)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        return "".join(self.lines)
+
+
+class RawViewer:
+    """A WebSocket client on a plain socket, so a test decides exactly when and how much it reads."""
+
+    def __init__(
+        self,
+        port: int,
+        path: str = "/ws",
+        *,
+        receive_buffer: int | None = None,
+        host: str = "127.0.0.1",
+        origin: str | None = None,
+    ) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer:
+            # Before connecting, so that the advertised window stays small.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(20)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+        ]
+        if origin:
+            lines.append(f"Origin: {origin}")
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        self.status = int(head.split(b" ", 2)[1]) if head else 0
+        self.bytes_read = 0
+
+    def _read_exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by the server")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        self.bytes_read += size
+        return data
+
+    def read_message(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the next whole message; pings are answered, fragments joined."""
+        parts: list[bytes] = []
+        while True:
+            first, second = self._read_exactly(2)
+            length = second & 0x7F
+            if length == 126:
+                (length,) = struct.unpack(">H", self._read_exactly(2))
+            elif length == 127:
+                (length,) = struct.unpack(">Q", self._read_exactly(8))
+            payload = self._read_exactly(length)
+            opcode = first & 0x0F
+            if opcode == 0x9:
+                self.send(payload, opcode=0xA)
+                continue
+            parts.append(payload)
+            if first & 0x80:
+                return (opcode if opcode else 2), b"".join(parts)
+
+    def records(self, count: int) -> list[bytes]:
+        """The next ``count`` binary messages."""
+        found = []
+        while len(found) < count:
+            opcode, payload = self.read_message()
+            if opcode == 0x8:
+                raise ConnectionError(f"closed: {payload!r}")
+            if opcode == 0x2:
+                found.append(payload)
+        return found
+
+    def send(self, payload: bytes, opcode: int = 0x2) -> None:
+        mask = os.urandom(4)
+        length = len(payload)
+        if length < 126:
+            head = struct.pack(">BB", 0x80 | opcode, 0x80 | length)
+        elif length < 1 << 16:
+            head = struct.pack(">BBH", 0x80 | opcode, 0x80 | 126, length)
+        else:
+            head = struct.pack(">BBQ", 0x80 | opcode, 0x80 | 127, length)
+        masked = (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), length)).tobytes()
+        self.sock.sendall(head + mask + masked)
+
+    def crawl(self, done: threading.Event, chunk: int = 1024) -> None:
+        """Read ``chunk`` bytes every 50 ms on a thread until ``done``: a viewer on a very slow link."""
+
+        def run() -> None:
+            while not done.is_set():
+                try:
+                    self.sock.recv(chunk)
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def close_abruptly(self) -> None:
+        """Reset the connection without a closing handshake (SO_LINGER 0)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, fragment: str) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0], result.stderr
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+_SHARED: dict = {}
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory) -> LiveProcess:
+    """One `kmq live` test-pattern server for the session, recording what it streams.
+
+    Other modules import this fixture; the first to ask starts the server, the others reuse it.
+    """
+    if "live" in _SHARED:
+        yield _SHARED["live"]
+        return
+    record = tmp_path_factory.mktemp("live") / "stream.kmqv"
+    server = LiveProcess("--source", "testsrc", "--size", SIZE, "--fps", "30", "-k", "32", "--record", str(record))
+    server.recording = record
+    _SHARED["live"] = server
+    try:
+        yield server
+    finally:
+        _SHARED.clear()
+        server.stop()
+
+
+def viewer_stats(stats: dict) -> dict[int, dict]:
+    return {entry["id"]: entry for entry in stats["viewers"]["list"]}
+
+
+def newest_viewer_id(live: LiveProcess) -> int:
+    return max(viewer_stats(live.wait_for(lambda s: s["viewers"]["count"] > 0, "a viewer")))
+
+
+# ---------------------------------------------------------------- the stream
+
+
+def test_stats_report_the_encoder_the_source_and_the_viewers(live):
+    stats = live.wait_for(lambda s: s["frames_encoded"] >= 10, "frames to be encoded")
+    assert stats["source"]["name"] == "testsrc"
+    assert (stats["source"]["width"], stats["source"]["height"]) == (256, 144)
+    for key in ("p50", "p95"):
+        assert stats["encode_ms"][key] > 0
+    assert stats["encode_fps"] > 0
+    assert stats["encoder"]["k"] == 32
+    assert "count" in stats["viewers"] and "bytes_sent" in stats
+    assert "frames_dropped" in stats["source"]
+
+
+def test_a_viewer_gets_the_header_then_starts_at_a_keyframe_with_capture_times(live):
+    viewer = RawViewer(live.port)
+    try:
+        assert viewer.status == 101
+        header_record, *records = viewer.records(7)
+        header = StreamHeader.from_bytes(header_record)
+        assert (header.width, header.height, header.k) == (256, 144, 32)
+        assert records[0][:4] == TAG_TIMING and records[1][:4] == TAG_FRAME
+        timing = parse_timing(records[0])
+        first = parse_frame(records[1], header)
+        assert first.keyframe and timing.number == first.number
+        assert timing.captured_us <= timing.sent_us
+        decoder = VideoDecoder(header)
+        frames = [decoder.feed(record) for record in records]
+        assert [f.number for f in frames if f is not None] == [first.number, first.number + 1, first.number + 2]
+    finally:
+        viewer.close()
+
+
+def test_every_viewer_gets_the_same_packet_bytes(live):
+    first, second = RawViewer(live.port), RawViewer(live.port)
+    try:
+        header = StreamHeader.from_bytes(first.records(1)[0])
+        assert second.records(1)[0] == header.to_bytes()
+        a = {parse_frame(r, header).number: r for r in first.records(40) if r[:4] == TAG_FRAME}
+        b = {parse_frame(r, header).number: r for r in second.records(40) if r[:4] == TAG_FRAME}
+        shared = sorted(set(a) & set(b))
+        assert len(shared) >= 10
+        assert all(a[number] == b[number] for number in shared)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_stalled_viewer_is_dropped_to_keyframes_while_another_keeps_every_frame(live):
+    healthy = RawViewer(live.port)
+    header = StreamHeader.from_bytes(healthy.records(1)[0])
+    healthy_id = newest_viewer_id(live)
+    numbers: list[int] = []
+    done = threading.Event()
+
+    def watch_healthy() -> None:
+        # A viewer that keeps up and acknowledges each frame, as the browser player does.
+        decoder = VideoDecoder(header)
+        while not done.is_set():
+            frame = decoder.feed(healthy.records(1)[0])
+            if frame is not None:
+                numbers.append(frame.number)
+                healthy.send(json.dumps({"type": "ack", "frame": frame.number}).encode(), opcode=0x1)
+
+    watcher = threading.Thread(target=watch_healthy, daemon=True)
+    watcher.start()
+    stalled = RawViewer(live.port, receive_buffer=4096)
+    stalled.records(1)  # the header; then it never reads again
+    stalled_id = newest_viewer_id(live)
+    crawler = RawViewer(live.port, receive_buffer=4096)
+    crawler_id = newest_viewer_id(live)
+    crawler.crawl(done)  # about 20 kB/s, far below the stream's rate
+    try:
+        start = live.stats()
+        received_before = len(numbers)
+        end = live.wait_for(
+            lambda s: all(viewer_stats(s)[i]["frames_dropped"] > 0 for i in (stalled_id, crawler_id)),
+            "both slow viewers to be dropped to keyframes",
+        )
+        encoded = end["frames_encoded"] - start["frames_encoded"]
+        received = len(numbers) - received_before
+        done.set()
+        watcher.join(timeout=10)
+        # The healthy viewer got every frame, in order, none skipped, and kept pace with the
+        # encoder meanwhile (to within its window of frames in flight).
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        assert received >= encoded - end["viewers"]["queue_limit"]["in_flight"] - 2
+        assert viewer_stats(end)[healthy_id]["frames_dropped"] == 0
+        limits = end["viewers"]["queue_limit"]
+        for slow_id in (stalled_id, crawler_id):
+            slow = viewer_stats(end)[slow_id]
+            assert slow["queued_frames"] <= limits["frames"]
+            assert slow["queued_bytes"] <= limits["bytes"]
+    finally:
+        done.set()
+        for viewer in (stalled, crawler, healthy):
+            viewer.close()
+
+
+def test_a_viewer_that_disconnects_mid_frame_is_removed_and_the_stream_goes_on(live):
+    viewer = RawViewer(live.port)
+    viewer.records(1)
+    viewer_id = newest_viewer_id(live)
+    # Read into the middle of a frame packet, then reset the connection.
+    while True:
+        _, second = viewer._read_exactly(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack(">H", viewer._read_exactly(2))
+        elif length == 127:
+            (length,) = struct.unpack(">Q", viewer._read_exactly(8))
+        if length > 200:
+            viewer._read_exactly(length // 2)
+            break
+        viewer._read_exactly(length)
+    viewer.close_abruptly()
+    live.wait_for(lambda s: viewer_id not in viewer_stats(s), "the viewer to be removed")
+    after = RawViewer(live.port)
+    try:
+        header = StreamHeader.from_bytes(after.records(1)[0])
+        decoder = VideoDecoder(header)
+        decoded = [decoder.feed(record) for record in after.records(10)]
+        assert sum(frame is not None for frame in decoded) == 5
+    finally:
+        after.close()
+
+
+def test_a_10_mb_message_from_a_viewer_is_refused_and_the_connection_closed(live):
+    before = live.stats()["refused"]["messages"]
+    viewer = RawViewer(live.port)
+    viewer.records(1)
+    try:
+        viewer.send(b"\0" * (10 << 20))
+    except OSError:
+        pass  # the server may close before all of it is written
+    code = None
+    try:
+        while True:
+            opcode, payload = viewer.read_message()
+            if opcode == 0x8:
+                code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+                break
+    except (ConnectionError, OSError):
+        pass
+    viewer.close()
+    assert code in (1009, None)  # 1009: message too big (or the connection was simply cut)
+    live.wait_for(lambda s: s["refused"]["messages"] > before, "the refusal to be counted")
+    other = RawViewer(live.port)
+    try:
+        assert len(other.records(3)) == 3
+    finally:
+        other.close()
+
+
+def test_requests_for_another_host_or_from_another_origin_are_refused(live):
+    rebound = RawViewer(live.port, host="attacker.example")
+    cross = RawViewer(live.port, origin="http://attacker.example")
+    same = RawViewer(live.port, origin=f"http://127.0.0.1:{live.port}")
+    try:
+        assert rebound.status == 403
+        assert cross.status == 403
+        assert same.status == 101
+    finally:
+        for viewer in (rebound, cross, same):
+            viewer.close()
+
+
+def test_the_page_and_its_modules_are_served_with_a_strict_policy(live):
+    with urllib.request.urlopen(f"http://127.0.0.1:{live.port}/", timeout=10) as response:
+        page = response.read().decode()
+        policy = response.headers["Content-Security-Policy"]
+    assert "static/main.js" in page
+    assert "default-src 'self'" in policy
+    with urllib.request.urlopen(f"http://127.0.0.1:{live.port}/static/index-decoder.js", timeout=10) as response:
+        assert "javascript" in response.headers["Content-Type"]
+    assert http_status(f"http://127.0.0.1:{live.port}/static/../server.py") == 404
+
+
+def test_kmq_watch_decodes_and_writes_the_stream(live, tmp_path):
+    out = tmp_path / "watched.mkv"
+    result = run_kmq("watch", f"ws://127.0.0.1:{live.port}/ws", "--frames", "20", "-o", str(out), "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 20 and summary["keyframes"] >= 1
+    assert (summary["width"], summary["height"]) == (256, 144)
+    assert summary["latency_ms"]["p50"] is not None
+    import av
+
+    with av.open(str(out)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 20 and frames[0].shape == (144, 256, 3)
+
+
+def test_kmq_watch_reports_an_unreachable_server_in_one_line():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_kmq("watch", f"ws://127.0.0.1:{port}/ws", "--frames", "1", "--timeout", "5")
+    assert result.returncode == 2
+    assert_one_error_line(result, "cannot connect")
+
+
+# ---------------------------------------------------------------- access
+
+
+@pytest.fixture(scope="module")
+def guarded() -> LiveProcess:
+    """A server with a token and room for one viewer."""
+    server = LiveProcess("--size", "64x48", "--fps", "10", "-k", "8", "--token", "s3cret-token", "--max-viewers", "1")
+    yield server
+    server.stop()
+
+
+def test_stats_and_stream_refuse_a_missing_or_wrong_token(guarded):
+    base = f"http://127.0.0.1:{guarded.port}"
+    assert http_status(f"{base}/stats") == 401
+    assert http_status(f"{base}/stats?token=wrong-token") == 403
+    assert http_status(f"{base}/stats?token=s3cret-token") == 200
+    for path in ("/ws", "/ws?token=wrong-token"):
+        viewer = RawViewer(guarded.port, path)
+        assert viewer.status in (401, 403)
+        viewer.close()
+    viewer = RawViewer(guarded.port, "/ws?token=s3cret-token")
+    try:
+        assert viewer.status == 101
+        assert len(viewer.records(3)) == 3
+        # The viewer limit: a second one is turned away while the first watches.
+        second = RawViewer(guarded.port, "/ws?token=s3cret-token")
+        assert second.status == 503
+        second.close()
+    finally:
+        viewer.close()
+
+
+def test_kmq_watch_with_a_wrong_token_fails_in_one_line(guarded):
+    result = run_kmq("watch", f"ws://127.0.0.1:{guarded.port}/ws", "--token", "wrong-token", "--frames", "1")
+    assert result.returncode == 2
+    assert_one_error_line(result, "refused")
+
+
+def test_binding_beyond_loopback_generates_a_token():
+    server = LiveProcess("--host", "0.0.0.0", "--size", "64x48", "--fps", "5", "-k", "4")
+    try:
+        token = server.addresses["token"]
+        assert len(token) >= 16
+        assert http_status(f"http://127.0.0.1:{server.port}/stats") == 401
+        assert http_status(f"http://127.0.0.1:{server.port}/stats?token={token}") == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "no-such-file.mp4"], "not testsrc, camera"),
+        (["--source", "camera:x"], "camera must be"),
+        (["--source", "camera:57"], "cannot open camera 57"),
+        (["--size", "0x10"], "size"),
+        (["--fps", "0"], "fps"),
+        (["--token", "short"], "at least 8"),
+        (["--port", "70000"], "port"),
+    ],
+)
+def test_bad_live_arguments_fail_in_one_line(args, message):
+    result = run_kmq("live", "--port", "0", *args, timeout=60)
+    assert result.returncode == 2
+    assert_one_error_line(result, message)
+
+
+def test_a_file_source_streams_then_ends_the_stream(tmp_path):
+    import av
+
+    clip = tmp_path / "clip.mkv"
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "bgr0"
+        for number in range(12):
+            frame = av.VideoFrame.from_ndarray(np.roll(base, number, axis=1), format="rgb24")
+            frame.pts = number
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    record = tmp_path / "out.kmqv"
+    server = LiveProcess("--source", str(clip), "-k", "8", "--record", str(record))
+    try:
+        server.proc.wait(timeout=60)  # the file ends, and so does the server
+    finally:
+        output = server.stop()
+    assert server.proc.returncode == 0, output
+    assert "end of stream" in output
+    import kmq
+
+    with kmq.open_video(record) as video:
+        assert video.complete and 1 <= video.frame_count <= 12
+        assert video.header.width == 64
