@@ -691,12 +691,12 @@ def _band_mapper(channels: int) -> Callable:
         candidates = np.empty((block, width), np.uint8)
         candidate_error = np.empty((block, width), np.int32)
         previous_error = np.empty((block, width), np.int32)
-        candidate_total = np.empty(columns, np.int64)
         extra_total = np.empty(columns, np.int64)
+        keep_block = np.zeros(columns, np.bool_)
+        tolerance = np.int32(pixel_tolerance)
         for band in range(first, last):
             top = tops[band]
             bottom = tops[band + 1]
-            candidate_total[:] = 0
             extra_total[:] = 0
             for y in range(top, bottom):
                 row = y - top
@@ -716,36 +716,39 @@ def _band_mapper(channels: int) -> Callable:
                     candidates[row, x] = candidate
                     error = _distance(red, green, blue, alpha, palette, candidate, with_alpha)
                     candidate_error[row, x] = error
-                    candidate_total[x >> block_bits] += error
                     if has_previous:
                         entry = previous[y, x]
+                        kept = error
                         if entry != candidate:
                             kept = _distance(red, green, blue, alpha, palette, entry, with_alpha)
-                            previous_error[row, x] = kept
                             extra_total[x >> block_bits] += kept - error
-                        else:
-                            previous_error[row, x] = error
+                        previous_error[row, x] = kept
+            if has_previous:
+                rows = bottom - top
+                for column in range(columns):
+                    left = column << block_bits
+                    pixels = (min(width, left + block) - left) * rows
+                    keep_block[column] = extra_total[column] <= block_tolerance * pixels
+            # Whole rows again, without branches: each pixel takes its previous index or its candidate.
             band_error = 0
-            for column in range(columns):
-                left = column << block_bits
-                right = min(width, left + block)
-                if has_previous and extra_total[column] <= block_tolerance * (right - left) * (bottom - top):
-                    for y in range(top, bottom):
-                        out[y, left:right] = previous[y, left:right]
-                    band_error += candidate_total[column] + extra_total[column]
-                    continue
-                for y in range(top, bottom):
-                    row = y - top
-                    for x in range(left, right):
-                        if has_previous and previous_error[row, x] <= candidate_error[row, x] + pixel_tolerance:
-                            out[y, x] = previous[y, x]
-                            band_error += previous_error[row, x]
-                        else:
-                            out[y, x] = candidates[row, x]
-                            band_error += candidate_error[row, x]
-                            if has_previous and candidates[row, x] != previous[y, x]:
-                                changed[band] += 1
+            band_changed = 0
+            for y in range(top, bottom):
+                row = y - top
+                for x in range(width):
+                    candidate = candidates[row, x]
+                    error = candidate_error[row, x]
+                    if has_previous:
+                        entry = previous[y, x]
+                        kept = previous_error[row, x]
+                        use_previous = keep_block[x >> block_bits] or kept <= error + tolerance
+                        out[y, x] = entry if use_previous else candidate
+                        band_error += kept if use_previous else error
+                        band_changed += (not use_previous) and candidate != entry
+                    else:
+                        out[y, x] = candidate
+                        band_error += error
             squared_error[band] = band_error
+            changed[band] = band_changed
 
     return map_bands
 
