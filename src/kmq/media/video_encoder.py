@@ -27,7 +27,7 @@ DITHERS = ("none", "ordered")
 #: Keyframes at least this often by default (frames); about ten seconds of ordinary video.
 DEFAULT_KEYINT = 250
 #: k-means iterations that continue last frame's palette on this frame's colours.
-WARM_ITERATIONS = 3
+WARM_ITERATIONS = 2
 #: When the carried palette fits this much worse than usual, this many more iterations.
 CATCH_UP_RATIO = 1.25
 CATCH_UP_ITERATIONS = 8
@@ -36,6 +36,9 @@ REFIT_RESTARTS = 2
 #: Frames with more pixels than this are sampled for k-means (every n-th pixel of every n-th
 #: row, n chosen to keep about this many): plenty for 256 entries, a fraction of a large frame.
 _SAMPLE_ABOVE = 1 << 17
+#: Bits per channel of the sampled histogram's bins: k-means clusters the bins (exact colour sums).
+HISTOGRAM_BITS = 5
+_BIN_SHIFT = 8 - HISTOGRAM_BITS
 #: Bits per channel of the nearest-entry table (cells 8 values wide): small enough to stay in cache.
 TABLE_BITS = 5
 #: Default extra squared error per pixel (summed over channels) accepted to keep last frame's
@@ -528,7 +531,7 @@ def _bayer_offsets(palette: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _bin_sample(frame, step, first, last, totals):
-    """Add sampled rows ``first..last-1`` (every step-th row and pixel) into 5-bit RGB bins.
+    """Add sampled rows ``first..last-1`` (every step-th row and pixel) into RGB bins of HISTOGRAM_BITS per channel.
 
     ``totals[key]`` holds the pixel count, the three colour sums and the sum of squared norms.
     """
@@ -539,7 +542,8 @@ def _bin_sample(frame, step, first, last, totals):
             red = np.int64(frame[y, x, 0])
             green = np.int64(frame[y, x, 1])
             blue = np.int64(frame[y, x, 2])
-            key = ((red >> 3) << 10) | ((green >> 3) << 5) | (blue >> 3)
+            key = (red >> _BIN_SHIFT) << (2 * HISTOGRAM_BITS)
+            key |= ((green >> _BIN_SHIFT) << HISTOGRAM_BITS) | (blue >> _BIN_SHIFT)
             totals[key, 0] += 1
             totals[key, 1] += red
             totals[key, 2] += green
@@ -576,14 +580,14 @@ def _used_bins(totals):
 
 
 def _sampled_histogram(frame: np.ndarray, step: int) -> Histogram:
-    """A :class:`Histogram` (5-bit bins, exact sums) of every ``step``-th pixel of every ``step``-th row.
+    """A :class:`Histogram` (HISTOGRAM_BITS bins, exact sums) of every ``step``-th pixel of every ``step``-th row.
 
     Each thread totals its own rows into its own table; the tables are added in key order, so the
     result does not depend on the number of threads.
     """
     rows = -(-frame.shape[0] // step)
     columns = -(-frame.shape[1] // step)
-    tables = np.zeros((_WORKERS, 1 << 15, 5), np.int64)
+    tables = np.zeros((_WORKERS, 1 << (3 * HISTOGRAM_BITS), 5), np.int64)
     _in_parallel(lambda worker, first, last: _bin_sample(frame, step, first, last, tables[worker]), rows)
     counts, sums, squared, pure = _used_bins(tables.sum(axis=0))
     return Histogram(
@@ -593,7 +597,7 @@ def _sampled_histogram(frame: np.ndarray, step: int) -> Histogram:
         squared_norm_sums=squared,
         pure=pure,
         bin_of_pixel=np.empty(0, np.int32),
-        bits=5,
+        bits=HISTOGRAM_BITS,
         shape=(rows, columns, 3),
     )
 
