@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import mimetypes
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from test_live_browser import browser  # noqa: F401 (the fixture)
@@ -59,3 +62,91 @@ def all_vector_names() -> list[str]:
 def test_the_javascript_decoder_reproduces_each_vector_exactly(results, name):
     assert name in results
     assert results[name] == []
+
+
+# ---------------------------------------------------------------- the player's decoder stage
+
+STAGE = """async ({ records, decoders, worker }) => {
+  const { DecoderStage } = await import('/static/decoder-stage.js');
+  const frames = [];
+  let header = null;
+  const errors = [];
+  let stage;
+  const done = new Promise((resolve) => {
+    stage = new DecoderStage({
+      header: (h) => { header = h; },
+      frame: (frame) => {
+        const pixels = new Uint8Array(header.width * header.height * 4);
+        for (const part of frame.parts) {
+          pixels.set(new Uint8Array(part.rgba), part.top * header.width * 4);
+          stage.recycle(part.rgba);
+        }
+        let binary = '';
+        for (let i = 0; i < pixels.length; i += 0x8000) {
+          binary += String.fromCharCode.apply(null, pixels.subarray(i, i + 0x8000));
+        }
+        frames.push({ number: frame.number, pixels: btoa(binary) });
+        if (frames.length === records.length - 1) resolve();
+      },
+      skipped: (number) => errors.push(`skipped ${number}`),
+      error: (message) => { errors.push(message); resolve(); },
+    }, { decoders, worker });
+  });
+  for (const record of records) stage.write(Uint8Array.from(atob(record), (c) => c.charCodeAt(0)));
+  await done;
+  const workers = stage.decoders.length;
+  stage.destroy();
+  return { frames, errors, workers };
+}"""
+
+
+def striped_stream() -> tuple[list[bytes], list[np.ndarray]]:
+    """A small stream coded in five stripes, with changes and palette updates: its records and frames."""
+    from kmq.codec.entropy import encode_index_map
+    from kmq.codec.video import StreamHeader, VideoDecoder, pack_frame
+
+    rng = np.random.default_rng(7)
+    width, height, k = 72, 50, 12
+    header = StreamHeader(width=width, height=height, k=k, time_base=Fraction(1, 30))
+    palette = rng.integers(0, 256, (k, 3), dtype=np.uint8)
+    indices = (np.add.outer(np.arange(height) // 6, np.arange(width) // 9) % k).astype(np.uint8)
+    records = [header.to_bytes()]
+    previous = None
+    for number in range(5):
+        changed = None
+        if number:
+            indices = indices.copy()
+            indices[number * 8 : number * 8 + 9, 5 + number : 40] = rng.integers(0, k, (9, 35 - number))
+            changed = np.zeros(k, bool)
+            changed[[number, number + 5]] = True
+            palette = palette.copy()
+            palette[changed] = rng.integers(0, 256, (2, 3))
+        data = encode_index_map(indices, k, previous, stripe_rows=11)
+        record = pack_frame(number, number, keyframe=number == 0, palette=palette, changed=changed, index_data=data)
+        records.append(record)
+        previous = indices
+    decoder = VideoDecoder(header)
+    return records, [decoder.feed(record).to_array() for record in records[1:]]
+
+
+@pytest.fixture(scope="module")
+def page(browser):  # noqa: F811
+    page = browser.new_page()
+    page.route(f"{ORIGIN}/**", serve_from_disk)
+    page.goto(f"{ORIGIN}/")
+    yield page
+    page.close()
+
+
+@pytest.mark.parametrize(("decoders", "worker"), [(3, True), (1, True), (2, False)])
+def test_the_players_decoder_stage_decodes_stripes_in_parallel_exactly(page, decoders, worker):
+    records, expected = striped_stream()
+    coded = [base64.b64encode(record).decode() for record in records]
+    found = page.evaluate(STAGE, {"records": coded, "decoders": decoders, "worker": worker})
+    assert found["errors"] == []
+    assert found["workers"] == decoders
+    assert [frame["number"] for frame in found["frames"]] == list(range(len(expected)))
+    for frame, pixels in zip(found["frames"], expected):
+        rgba = np.frombuffer(base64.b64decode(frame["pixels"]), np.uint8).reshape(*pixels.shape[:2], 4)
+        assert np.array_equal(rgba[:, :, :3], pixels)
+        assert (rgba[:, :, 3] == 255).all()

@@ -1,6 +1,7 @@
 // Canvas renderer: the last stage of the player. Keeps only the newest decoded frame and paints it
-// on the next animation frame with putImageData (exact pixels, no scaling in the canvas itself;
-// CSS fits it to the page). Hands every pixel buffer back once it is painted or replaced.
+// on the next animation frame, stripe by stripe, with putImageData (exact pixels, no scaling in
+// the canvas itself; CSS fits it to the page). Hands every pixel buffer back once it is painted
+// or replaced.
 
 export class CanvasRenderer {
   /**
@@ -27,12 +28,13 @@ export class CanvasRenderer {
     }
   }
 
-  /** A decoded frame {width, height, rgba: ArrayBuffer, ...}: shown on the next animation frame. */
+  /**
+   * A decoded frame {width, height, parts: [{top, rows, rgba: ArrayBuffer}], ...}: shown on the
+   * next animation frame.
+   */
   render(frame) {
-    if (this.destroyed) {
-      return;
-    }
-    if (this.pending) this.recycle(this.pending.rgba); // never painted: a newer frame replaces it
+    if (this.destroyed) return;
+    if (this.pending) this.release(this.pending); // never painted: a newer frame replaces it
     this.pending = frame;
     if (!this.request) this.request = requestAnimationFrame(() => this.paint());
   }
@@ -43,17 +45,24 @@ export class CanvasRenderer {
     this.pending = null;
     if (!frame || this.destroyed) return;
     this.resize(frame.width, frame.height);
-    const image = new ImageData(new Uint8ClampedArray(frame.rgba), frame.width, frame.height);
-    this.context.putImageData(image, 0, 0);
+    for (const part of frame.parts) {
+      const image = new ImageData(new Uint8ClampedArray(part.rgba), frame.width, part.rows);
+      this.context.putImageData(image, 0, part.top);
+    }
     this.shown = { number: frame.number, keyframe: frame.keyframe, paletteSize: frame.paletteSize };
     this.painted(frame, performance.timeOrigin + performance.now());
-    this.recycle(frame.rgba);
+    this.release(frame);
+  }
+
+  release(frame) {
+    for (const part of frame.parts) this.recycle(part.rgba);
   }
 
   destroy() {
     this.destroyed = true;
     if (this.request) cancelAnimationFrame(this.request);
     this.request = 0;
+    if (this.pending) this.release(this.pending);
     this.pending = null;
     this.context = null;
   }

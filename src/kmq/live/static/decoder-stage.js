@@ -1,15 +1,22 @@
-// Decoder stage on the page: between the socket source and the renderer. Queues records for the
-// decode worker (one in flight at a time), keeps the capture times of the live server's kmqt
-// records, and when decoding falls behind skips to the newest keyframe instead of letting delay
-// build up. With {worker: false} it decodes on the page's own thread instead.
+// Decoder stage on the page: between the socket source and the renderer. Parses each record
+// (packet parser), keeps the stream's state (palette, frame numbers), and hands the stripes of
+// each frame's index map to stripe decoders — in Web Workers, several at once when the machine
+// has the cores — then passes the frame's RGBA stripes on. Frames it cannot decode yet (after
+// joining, after a gap) are skipped to the next keyframe, and so are frames that pile up when
+// decoding falls behind, so delay never builds up here. Every frame packet it is done with is
+// acknowledged to the server, decoded or not.
 
-import { FrameDecoder } from './frame-decoder.js';
-import { asBytes, parseTiming, readRecord, TAG_TIMING } from './records.js';
+import { FormatError, PacketParser, asBytes, parseTiming, readRecord, TAG_TIMING } from './records.js';
+import { indexLayout, stripeAlone } from './index-decoder.js';
+import { StripeDecoder } from './stripe-decoder.js';
+import { colorTable } from './video-decoder.js';
 
 /** Frame packets waiting to be decoded before the stage skips ahead to a keyframe. */
 const MAX_BACKLOG = 8;
 /** Capture times remembered for frames not decoded yet. */
 const MAX_TIMINGS = 256;
+/** Spare pixel buffers kept per stripe size. */
+const MAX_SPARE = 4;
 
 function tagOf(bytes) {
   return bytes.length >= 4 ? String.fromCharCode(bytes[0], bytes[1], bytes[2], bytes[3]) : '';
@@ -20,34 +27,77 @@ function numberOf(bytes) {
   return bytes.length >= 12 ? (bytes[8] | (bytes[9] << 8) | (bytes[10] << 16) | (bytes[11] << 24)) >>> 0 : -1;
 }
 
+/** Decoders to run at once: all but one core, at most four (enough for 1080p's seven stripes). */
+function defaultDecoders() {
+  const cores = (typeof navigator !== 'undefined' && navigator.hardwareConcurrency) || 2;
+  return Math.max(1, Math.min(4, cores - 1));
+}
+
+/** A stripe decoder on the page's own thread, with a worker's interface. */
+class InlineDecoder {
+  constructor(answer) {
+    this.decoder = new StripeDecoder();
+    this.answer = answer;
+  }
+
+  postMessage(job) {
+    // Answered as a separate task, so that the page can paint and read its socket in between.
+    setTimeout(() => {
+      if (job.type === 'reset') {
+        this.decoder.reset();
+        return;
+      }
+      try {
+        this.answer({ frame: job.frame, stripe: job.stripe, rgba: this.decoder.decode(job) });
+      } catch (error) {
+        this.answer({ frame: job.frame, stripe: job.stripe, rgba: job.rgba, error: `${error.name}: ${error.message}` });
+      }
+    }, 0);
+  }
+
+  terminate() {
+    this.answer = () => {};
+  }
+}
+
 export class DecoderStage {
   /**
-   * @param {object} destination receives header(h), frame(f), skipped(), error(message)
-   * @param {{worker?: boolean, maxPixels?: number, requestKeyframe?: () => void, acknowledge?: (n: number) => void}} options
+   * @param {object} destination receives header(h), frame(f), skipped(number), error(message)
+   * @param {{worker?: boolean, decoders?: number, maxPixels?: number, requestKeyframe?: () => void,
+   *   acknowledge?: (n: number) => void}} [options]
+   *   worker: decode in Web Workers (default) or on the page; decoders: how many at once
    */
-  constructor(destination, { worker = true, maxPixels, requestKeyframe = () => {}, acknowledge = () => {} } = {}) {
+  constructor(destination, options = {}) {
+    const { worker = true, decoders, maxPixels, requestKeyframe = () => {}, acknowledge = () => {} } = options;
     this.destination = destination;
     this.requestKeyframe = requestKeyframe;
     this.acknowledge = acknowledge;
+    this.useWorkers = worker;
+    this.maxDecoders = Math.max(1, decoders || defaultDecoders());
+    this.decoders = [];
+    const parsed = { header: (h) => this.started(h), frame: (packet, bytes) => this.arrived(packet, bytes) };
+    this.parser = new PacketParser(parsed, { maxPixels });
     this.queue = [];
-    this.busy = false;
-    this.waiting = false;
     this.timings = new Map();
+    this.spare = new Map();
+    this.inflight = null;
+    this.frameIds = 0;
+    this.waiting = false;
     this.dropped = 0;
     this.destroyed = false;
-    const options = { maxPixels };
-    if (worker) {
-      this.worker = new Worker(new URL('./decode-worker.js', import.meta.url), { type: 'module', name: 'kmq-decoder' });
-      this.worker.onmessage = ({ data }) => this.answered(data);
-      this.worker.onerror = (event) => {
-        event.preventDefault();
-        this.destination.error(`decoder worker failed: ${event.message || 'unknown error'}`);
-      };
-      this.worker.postMessage({ type: 'init', options });
-    } else {
-      this.inline = new FrameDecoder(options);
-    }
+    this.header = null;
+    this.forget();
   }
+
+  /** Forget the previous frame: the next frame decoded must be a keyframe. */
+  forget() {
+    this.ready = false;
+    this.number = -1;
+    this.rows = 0;
+    for (const decoder of this.decoders) decoder.postMessage({ type: 'reset' });
+  }
+
+  // -- from the socket source
 
   /** One record from the socket source. */
   write(message) {
@@ -73,7 +123,7 @@ export class DecoderStage {
       this.queue.push({ bytes, keyframe, frame: true, number });
       this.trimBacklog();
     } else {
-      this.queue.push({ bytes, keyframe: false, frame: false });
+      this.queue.push({ bytes, keyframe: false, frame: false, number: -1 });
     }
     this.pump();
   }
@@ -111,78 +161,6 @@ export class DecoderStage {
     }
   }
 
-  pump() {
-    if (this.busy || this.destroyed || this.queue.length === 0) return;
-    const item = this.queue.shift();
-    this.current = item;
-    if (this.worker) {
-      this.busy = true;
-      // Copied out of the socket's buffer only when it is a view into a larger one.
-      const bytes = item.bytes;
-      const buffer = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes.buffer : bytes.slice().buffer;
-      this.worker.postMessage({ type: 'record', buffer }, [buffer]);
-      return;
-    }
-    let events = [];
-    try {
-      events = this.inline.write(item.bytes);
-    } catch (error) {
-      this.answered({ kind: 'error', message: error.message });
-    }
-    for (const event of events) {
-      if (event.kind === 'frame') {
-        const rgba = this.inline.toRGBA(this.spare());
-        this.answered({ ...event, rgba: rgba.buffer }, true);
-      } else {
-        this.answered(event, true);
-      }
-    }
-    // Decode the rest after the browser has had a turn (painting, socket messages).
-    if (this.queue.length) setTimeout(() => this.pump(), 0);
-  }
-
-  spare() {
-    const spare = this.spareBuffer;
-    this.spareBuffer = null;
-    const size = this.inline.decoder.header.width * this.inline.decoder.header.height * 4;
-    return spare && spare.byteLength === size ? new Uint8ClampedArray(spare) : new Uint8ClampedArray(size);
-  }
-
-  answered(event, inline = false) {
-    if (this.destroyed) return;
-    if (!inline) this.busy = false;
-    if (event.kind === 'header') {
-      this.destination.header(event.header);
-    } else if (event.kind === 'frame') {
-      const timing = this.timings.get(event.number);
-      this.timings.delete(event.number);
-      for (const number of this.timings.keys()) if (number < event.number) this.timings.delete(number);
-      this.acknowledge(event.number);
-      this.destination.frame({ ...event, captureMs: timing ? timing.captureMs : null, sentMs: timing ? timing.sentMs : null });
-    } else if (event.kind === 'skipped') {
-      this.acknowledge(event.number);
-      this.destination.skipped(event.number);
-    } else if (event.kind === 'error') {
-      this.destination.error(event.message);
-      // A damaged packet: start again at a keyframe.
-      this.waiting = true;
-      const numbers = [this.current, ...this.queue].filter((item) => item && item.frame).map((item) => item.number);
-      if (numbers.length) this.acknowledge(Math.max(...numbers));
-      this.queue = this.queue.filter((item) => !item.frame);
-      if (this.worker) this.worker.postMessage({ type: 'reset' });
-      else this.inline.reset();
-      this.requestKeyframe();
-    }
-    if (!inline) this.pump();
-  }
-
-  /** A pixel buffer the renderer is done with. */
-  recycle(buffer) {
-    if (this.destroyed || !buffer) return;
-    if (this.worker) this.worker.postMessage({ type: 'recycle', buffer }, [buffer]);
-    else this.spareBuffer = buffer;
-  }
-
   /** The connection dropped: what is queued belongs to the old one. */
   disconnected() {
     this.queue = [];
@@ -190,16 +168,175 @@ export class DecoderStage {
     this.timings.clear();
   }
 
+  // -- parsing, one record at a time
+
+  pump() {
+    while (!this.inflight && !this.destroyed && this.queue.length) {
+      const item = this.queue.shift();
+      try {
+        this.parser.write(item.bytes);
+      } catch (error) {
+        if (!(error instanceof FormatError)) throw error;
+        this.failed(error.message, item.frame ? [item.number] : []);
+      }
+    }
+  }
+
+  /** A stream header: a new stream, perhaps of another size. */
+  started(header) {
+    this.header = header;
+    this.spare.clear();
+    this.forget();
+    this.destination.header(header);
+  }
+
+  /** A parsed frame packet: skip it, or send its stripes to the decoders. */
+  arrived(packet, bytes) {
+    const header = this.header;
+    const follows = this.ready && packet.number === this.number + 1 && packet.paletteSize === this.paletteSize;
+    if (!packet.keyframe && !follows) {
+      // Not decodable (joined mid-stream, or a gap): wait for a keyframe.
+      if (this.ready) this.forget();
+      this.acknowledge(packet.number);
+      this.destination.skipped(packet.number);
+      return;
+    }
+    const layout = indexLayout(packet.indexData, header.height);
+    if (!packet.keyframe && layout.rows !== this.rows) {
+      // Each decoder holds only its own stripes' previous rows: a new layout needs a keyframe.
+      throw new FormatError(`frame ${packet.number} changes the stripe layout without a keyframe`);
+    }
+    const palette = this.nextPalette(packet);
+    const table = colorTable(palette, packet.paletteSize, header.channels);
+    this.ensureDecoders(layout.stripes.length);
+    const id = ++this.frameIds;
+    const remaining = layout.stripes.length;
+    const started = performance.now();
+    this.inflight = { id, packet, bytes, palette, layout, parts: [], remaining, error: null, started };
+    const { width } = header;
+    layout.stripes.forEach((stripe, index) => {
+      const rows = stripe.bottom - stripe.top;
+      const data = stripeAlone(packet.indexData, layout, stripe);
+      const rgba = this.buffer(width * rows * 4);
+      const k = packet.paletteSize;
+      const job = { frame: id, stripe: index, top: stripe.top, rows, width, k, inter: layout.inter, data, table, rgba };
+      this.decoders[index % this.decoders.length].postMessage(job, [data.buffer, rgba]);
+    });
+  }
+
+  /** The frame's palette: the keyframe's, or the last one with this packet's updates. */
+  nextPalette(packet) {
+    const channels = this.header.channels;
+    if (packet.keyframe) return packet.colors.slice();
+    const palette = this.palette.slice();
+    if (packet.mask) {
+      let from = 0;
+      for (let j = 0; j < packet.paletteSize; j++) {
+        if ((packet.mask[j >> 3] >> (j & 7)) & 1) {
+          palette.set(packet.colors.subarray(from, from + channels), j * channels);
+          from += channels;
+        }
+      }
+    }
+    return palette;
+  }
+
+  ensureDecoders(stripes) {
+    const wanted = Math.min(this.maxDecoders, stripes);
+    while (this.decoders.length < wanted) {
+      let decoder;
+      if (this.useWorkers) {
+        const name = `kmq-decoder-${this.decoders.length}`;
+        decoder = new Worker(new URL('./decode-worker.js', import.meta.url), { type: 'module', name });
+        decoder.onmessage = ({ data }) => this.answered(data);
+        decoder.onerror = (event) => {
+          event.preventDefault();
+          this.destination.error(`decoder worker failed: ${event.message || 'unknown error'}`);
+        };
+      } else {
+        decoder = new InlineDecoder((answer) => this.answered(answer));
+      }
+      this.decoders.push(decoder);
+    }
+  }
+
+  buffer(size) {
+    const spare = this.spare.get(size);
+    return spare && spare.length ? spare.pop() : new ArrayBuffer(size);
+  }
+
+  /** A pixel buffer the renderer is done with. */
+  recycle(buffer) {
+    if (this.destroyed || !buffer || buffer.byteLength === 0) return;
+    const spare = this.spare.get(buffer.byteLength) || [];
+    if (spare.length < MAX_SPARE) spare.push(buffer);
+    this.spare.set(buffer.byteLength, spare);
+  }
+
+  // -- answers from the decoders
+
+  answered(answer) {
+    const frame = this.inflight;
+    if (this.destroyed || !frame || answer.frame !== frame.id) {
+      this.recycle(answer.rgba); // a stripe of a frame given up on
+      return;
+    }
+    if (answer.error) frame.error = frame.error || answer.error;
+    const stripe = frame.layout.stripes[answer.stripe];
+    frame.parts.push({ top: stripe.top, rows: stripe.bottom - stripe.top, rgba: answer.rgba });
+    if (--frame.remaining > 0) return;
+    this.inflight = null;
+    const { packet } = frame;
+    if (frame.error) {
+      for (const part of frame.parts) this.recycle(part.rgba);
+      this.failed(`frame ${packet.number}: ${frame.error}`, [packet.number]);
+    } else {
+      this.palette = frame.palette;
+      this.paletteSize = packet.paletteSize;
+      this.number = packet.number;
+      this.rows = frame.layout.rows;
+      this.ready = true;
+      const timing = this.timings.get(packet.number);
+      for (const number of this.timings.keys()) if (number <= packet.number) this.timings.delete(number);
+      this.acknowledge(packet.number);
+      this.destination.frame({
+        number: packet.number,
+        pts: packet.pts,
+        keyframe: packet.keyframe,
+        paletteSize: packet.paletteSize,
+        bytes: frame.bytes,
+        decodeMs: performance.now() - frame.started,
+        parts: frame.parts,
+        captureMs: timing ? timing.captureMs : null,
+        sentMs: timing ? timing.sentMs : null,
+      });
+    }
+    this.pump();
+  }
+
+  /** A damaged packet (or one this stage cannot use): start again at a keyframe. */
+  failed(message, numbers) {
+    this.destination.error(message);
+    this.forget();
+    this.waiting = true;
+    const queued = this.queue.filter((item) => item.frame).map((item) => item.number);
+    const done = [...numbers, ...queued];
+    if (done.length) this.acknowledge(Math.max(...done));
+    this.queue = this.queue.filter((item) => !item.frame);
+    this.requestKeyframe();
+  }
+
   destroy() {
     this.destroyed = true;
     this.queue = [];
     this.timings.clear();
-    if (this.worker) {
-      this.worker.onmessage = this.worker.onerror = null;
-      this.worker.terminate();
-      this.worker = null;
+    this.spare.clear();
+    this.inflight = null;
+    for (const decoder of this.decoders) {
+      decoder.onmessage = decoder.onerror = null;
+      decoder.terminate();
     }
-    this.inline = null;
+    this.decoders = [];
     this.destination = null;
   }
 }

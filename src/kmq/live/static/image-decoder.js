@@ -15,8 +15,12 @@ function u32(bytes, at) {
 
 /** Signature, version, then each chunk up to TAIL with its CRC checked (section 2). */
 function readChunks(bytes) {
-  if (bytes.length < 5 || SIGNATURE.some((value, i) => bytes[i] !== value)) throw new FormatError('not a kmq image (wrong signature)');
-  if (bytes[4] !== 1) throw new FormatError(`kmq image version ${bytes[4]} is not supported (this decoder reads version 1)`);
+  if (bytes.length < 5 || SIGNATURE.some((value, i) => bytes[i] !== value)) {
+    throw new FormatError('not a kmq image (wrong signature)');
+  }
+  if (bytes[4] !== 1) {
+    throw new FormatError(`kmq image version ${bytes[4]} is not supported (this decoder reads version 1)`);
+  }
   const chunks = [];
   let at = 5;
   for (;;) {
@@ -74,7 +78,9 @@ async function inflate(data, expected) {
     if (error instanceof FormatError) throw error;
     throw new FormatError(`kmq image: deflated data is corrupt (${error.message})`);
   }
-  if (size !== expected) throw new FormatError(`kmq image: deflated data holds ${size} bytes, its map needs ${expected}`);
+  if (size !== expected) {
+    throw new FormatError(`kmq image: deflated data holds ${size} bytes, its map needs ${expected}`);
+  }
   return out.subarray(0, expected);
 }
 
@@ -100,13 +106,17 @@ export async function decodeImage(bytes, { maxPixels = DEFAULT_MAX_PIXELS } = {}
       throw new FormatError(`kmq image: unknown critical chunk ${chunk.type}`);
     }
     if (seen[chunk.type]) throw new FormatError(`kmq image: repeated ${chunk.type} chunk`);
-    if (order.slice(0, place).some((type) => !seen[type])) throw new FormatError(`kmq image: ${chunk.type} chunk out of order`);
+    if (order.slice(0, place).some((type) => !seen[type])) {
+      throw new FormatError(`kmq image: ${chunk.type} chunk out of order`);
+    }
     seen[chunk.type] = chunk.payload;
     if (chunk.type === 'HEAD') head = parseHead(chunk.payload, maxPixels);
   }
   for (const type of order) if (!seen[type]) throw new FormatError(`kmq image: missing ${type} chunk`);
   const { width, height, channels, k, bits, method } = head;
-  if (seen.PALT.length !== k * channels) throw new FormatError(`kmq image: palette is ${seen.PALT.length} bytes, expected ${k * channels}`);
+  if (seen.PALT.length !== k * channels) {
+    throw new FormatError(`kmq image: palette is ${seen.PALT.length} bytes, expected ${k * channels}`);
+  }
   let indices;
   if (method === 'cm') {
     const padded = new Uint8Array(paddedLength(width, height));
@@ -116,7 +126,9 @@ export async function decodeImage(bytes, { maxPixels = DEFAULT_MAX_PIXELS } = {}
     const packedSize = Math.ceil((width * height * bits) / 8);
     let packed = seen.DATA;
     if (method === 'deflate') packed = await inflate(packed, packedSize);
-    else if (packed.length !== packedSize) throw new FormatError(`kmq image: stored map is ${packed.length} bytes, expected ${packedSize}`);
+    else if (packed.length !== packedSize) {
+      throw new FormatError(`kmq image: stored map is ${packed.length} bytes, expected ${packedSize}`);
+    }
     indices = unpack(packed, width, height, bits, k);
   }
   return { width, height, channels, k, method, palette: seen.PALT.slice(), indices };
@@ -130,8 +142,12 @@ function parseHead(payload, maxPixels) {
   const k = payload[9] | (payload[10] << 8);
   const bits = payload[11];
   const method = METHODS[payload[12]];
-  if (width < 1 || height < 1) throw new FormatError(`kmq image: size ${width}×${height}: both sides must be at least 1`);
-  if (width * height > maxPixels) throw new LimitError(`kmq image: ${width}×${height} pixels exceed the limit of ${maxPixels}`);
+  if (width < 1 || height < 1) {
+    throw new FormatError(`kmq image: size ${width}×${height}: both sides must be at least 1`);
+  }
+  if (width * height > maxPixels) {
+    throw new LimitError(`kmq image: ${width}×${height} pixels exceed the limit of ${maxPixels}`);
+  }
   if (channels !== 3 && channels !== 4) throw new FormatError(`kmq image: channels must be 3 or 4, got ${channels}`);
   if (k < 1 || k > 256) throw new FormatError(`kmq image: k must be 1..256, got ${k}`);
   if (bits !== indexBits(k)) throw new FormatError(`kmq image: ${bits} bits per index for k = ${k}`);

@@ -107,6 +107,58 @@ export class IndexScratch {
 }
 
 /**
+ * The layout of index data (section 5.1): its mode and its stripes, each with the bytes of its
+ * stream, checked against the data's length.
+ * @param {Uint8Array} data the index data exactly
+ * @param {number} height rows of the map
+ * @returns {{inter: boolean, rows: number, stripes: Array<{top: number, bottom: number, start: number, end: number}>}}
+ */
+export function indexLayout(data, height) {
+  if (data.length < 5) throw new FormatError(`index data: needs 5 bytes of header, ${data.length} given (truncated?)`);
+  const mode = data[0];
+  if (mode !== MODE_INTRA && mode !== MODE_INTER) throw new FormatError(`index data: unknown coding mode ${mode}`);
+  const rows = (data[1] | (data[2] << 8) | (data[3] << 16) | (data[4] << 24)) >>> 0;
+  if (rows < 1 || rows > height) throw new FormatError(`index data: stripe height ${rows} outside 1..${height}`);
+  const count = Math.ceil(height / rows);
+  let offset = 5 + 4 * (count - 1);
+  if (offset > data.length) throw new FormatError('index data: stripe lengths run past the data (truncated?)');
+  const stripes = [];
+  for (let s = 0; s < count; s++) {
+    let end = data.length;
+    if (s < count - 1) {
+      const at = 5 + 4 * s;
+      const size = (data[at] | (data[at + 1] << 8) | (data[at + 2] << 16) | (data[at + 3] << 24)) >>> 0;
+      if (size > data.length - offset) {
+        throw new FormatError(`index data: stripe ${s} needs ${size} bytes, ${data.length - offset} left (truncated?)`);
+      }
+      end = offset + size;
+    }
+    stripes.push({ top: s * rows, bottom: Math.min((s + 1) * rows, height), start: offset, end });
+    offset = end;
+  }
+  return { inter: mode === MODE_INTER, rows, stripes };
+}
+
+/**
+ * One stripe of index data as index data of its own (a map of the stripe's rows, in one
+ * stripe): it decodes to exactly those rows, since a stripe sees nothing above its first row.
+ * @param {Uint8Array} data the whole index data
+ * @param {{inter: boolean}} layout from indexLayout
+ * @param {{top: number, bottom: number, start: number, end: number}} stripe one of layout.stripes
+ */
+export function stripeAlone(data, layout, stripe) {
+  const rows = stripe.bottom - stripe.top;
+  const alone = new Uint8Array(5 + stripe.end - stripe.start);
+  alone[0] = layout.inter ? MODE_INTER : MODE_INTRA;
+  alone[1] = rows & 0xff;
+  alone[2] = (rows >>> 8) & 0xff;
+  alone[3] = (rows >>> 16) & 0xff;
+  alone[4] = rows >>> 24;
+  alone.set(data.subarray(stripe.start, stripe.end), 5);
+  return alone;
+}
+
+/**
  * Decode index data into a padded map.
  * @param {Uint8Array} data the index data exactly
  * @param {number} width
@@ -120,35 +172,17 @@ export class IndexScratch {
 export function decodeIndexData(data, width, height, k, reference, out, scratch = new IndexScratch()) {
   if (!(k >= 1 && k <= 256)) throw new FormatError(`index data: k must be 1..256, got ${k}`);
   if (out.length !== paddedLength(width, height)) throw new Error('index data: output map has the wrong size');
-  if (data.length < 5) throw new FormatError(`index data: needs 5 bytes of header, ${data.length} given (truncated?)`);
-  const mode = data[0];
-  if (mode !== MODE_INTRA && mode !== MODE_INTER) throw new FormatError(`index data: unknown coding mode ${mode}`);
-  const inter = mode === MODE_INTER;
-  if (inter && !reference) throw new FormatError('index data is inter coded: the previous frame is needed to decode it');
-  const rows = (data[1] | (data[2] << 8) | (data[3] << 16) | (data[4] << 24)) >>> 0;
-  if (rows < 1 || rows > height) throw new FormatError(`index data: stripe height ${rows} outside 1..${height}`);
-  const stripes = Math.ceil(height / rows);
-  let offset = 5 + 4 * (stripes - 1);
-  if (offset > data.length) throw new FormatError('index data: stripe lengths run past the data (truncated?)');
-  const starts = new Array(stripes);
-  const ends = new Array(stripes);
-  for (let s = 0; s < stripes - 1; s++) {
-    const at = 5 + 4 * s;
-    const size = (data[at] | (data[at + 1] << 8) | (data[at + 2] << 16) | (data[at + 3] << 24)) >>> 0;
-    if (size > data.length - offset) throw new FormatError(`index data: stripe ${s} needs ${size} bytes, ${data.length - offset} left (truncated?)`);
-    starts[s] = offset;
-    offset += size;
-    ends[s] = offset;
+  const layout = indexLayout(data, height);
+  const inter = layout.inter;
+  if (inter && !reference) {
+    throw new FormatError('index data is inter coded: the previous frame is needed to decode it');
   }
-  starts[stripes - 1] = offset;
-  ends[stripes - 1] = data.length;
   if (inter) out.set(reference);
   const bits = indexBits(k);
-  for (let s = 0; s < stripes; s++) {
-    const top = s * rows;
-    const bottom = Math.min(top + rows, height);
-    const read = decodeStripe(data, starts[s], ends[s], out, inter ? reference : out, inter, width, height, k, bits, top, bottom, scratch);
-    const leftOver = ends[s] - read;
+  for (const { top, bottom, start, end } of layout.stripes) {
+    const previous = inter ? reference : out;
+    const read = decodeStripe(data, start, end, out, previous, inter, width, height, k, bits, top, bottom, scratch);
+    const leftOver = end - read;
     if (leftOver !== 0) {
       const problem = leftOver < 0 ? 'ends early' : `has ${leftOver} bytes left over`;
       throw new FormatError(`index data: the stripe at row ${top} ${problem} (corrupt data)`);
@@ -254,7 +288,10 @@ function decodeStripe(bytes, start, end, frame, previous, inter, width, height, 
  */
 export function unpad(padded, width, height, out = new Uint8Array(width * height)) {
   const stride = width + 3;
-  for (let y = 0; y < height; y++) out.set(padded.subarray(y * stride + PAD_LEFT, y * stride + PAD_LEFT + width), y * width);
+  for (let y = 0; y < height; y++) {
+    const at = y * stride + PAD_LEFT;
+    out.set(padded.subarray(at, at + width), y * width);
+  }
   return out;
 }
 

@@ -1,6 +1,7 @@
 // Page entry: builds the player for the stream of the server that served this page, reading
-// ?token=... (and ?worker=0 to decode on the page's thread) from the page's own address, and
-// exposes it as window.kmqPlayer and its numbers as window.kmqStats.
+// ?token=... (and ?worker=0 to decode on the page's thread, ?decoders=N to decode N stripes at
+// once) from the page's own address, and exposes it as window.kmqPlayer and its numbers as
+// window.kmqStats.
 
 import { Player } from './player.js';
 
@@ -10,6 +11,7 @@ const query = token ? `?token=${encodeURIComponent(token)}` : '';
 const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
 const player = new Player(document.getElementById('video'), `${scheme}://${location.host}/ws${query}`, {
   worker: params.get('worker') !== '0',
+  decoders: Number(params.get('decoders')) || undefined,
   overlay: params.get('overlay') === '0' ? null : document.getElementById('stage'),
   probeUrl: `/stats${query}`,
 });

@@ -40,7 +40,8 @@ export class Overlay {
     const s = this.stats;
     this.badge.textContent = STATE_TEXT[s.state] || s.state;
     this.badge.dataset.state = s.state;
-    const latency = s.latencyMs == null ? "–" : `${s.latencyMs.toFixed(0)} ms (p95 ${(s.latencyP95Ms ?? s.latencyMs).toFixed(0)})`;
+    const p95 = s.latencyP95Ms ?? s.latencyMs;
+    const latency = s.latencyMs == null ? '–' : `${s.latencyMs.toFixed(0)} ms (p95 ${p95.toFixed(0)})`;
     const lines = [
       s.width ? `${s.width}×${s.height}  K=${s.paletteSize || '–'}` : 'waiting for the stream',
       `${s.fps.toFixed(1)} fps   ${rate(s.bitsPerSecond)}`,

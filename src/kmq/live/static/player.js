@@ -1,5 +1,5 @@
 // Player: wires the stages together, jsmpeg-style — socket source -> decoder stage (packet parser
-// and index decoder, in a worker) -> canvas renderer — and keeps the numbers the overlay shows and
+// and index decoders, in workers) -> canvas renderer — and keeps the numbers the overlay shows and
 // the page exposes as window.kmqStats. destroy() releases everything it made.
 
 import { WebSocketSource } from './websocket-source.js';
@@ -26,11 +26,13 @@ export class Player {
   /**
    * @param {HTMLCanvasElement} canvas where the video is drawn
    * @param {string} url the stream, ws://HOST:PORT/ws (with ?token=... when needed)
-   * @param {{worker?: boolean, overlay?: HTMLElement|null, probeUrl?: string|null, maxPixels?: number}} [options]
-   *   worker: decode in a Web Worker (default true); overlay: element to show the numbers in;
-   *   probeUrl: address that answers 401/403 for a wrong token (the server's /stats)
+   * @param {{worker?: boolean, decoders?: number, overlay?: HTMLElement|null, probeUrl?: string|null,
+   *   maxPixels?: number}} [options]
+   *   worker: decode in Web Workers (default true); decoders: stripes decoded at once (default:
+   *   all cores but one, at most four); overlay: element to show the numbers in; probeUrl: address
+   *   that answers 401/403 for a wrong token (the server's /stats)
    */
-  constructor(canvas, url, { worker = true, overlay = null, probeUrl = null, maxPixels } = {}) {
+  constructor(canvas, url, { worker = true, decoders, overlay = null, probeUrl = null, maxPixels } = {}) {
     this.stats = {
       state: 'connecting',
       detail: '',
@@ -62,6 +64,7 @@ export class Player {
     this.source = new WebSocketSource(url, { probeUrl, onState: (state, detail) => this.sourceState(state, detail) });
     this.stage = new DecoderStage(this, {
       worker,
+      decoders,
       maxPixels,
       requestKeyframe: () => this.requestKeyframe(),
       acknowledge: (number) => this.source.send({ type: 'ack', frame: number }),

@@ -96,13 +96,16 @@ export function parseStreamHeader(payload, { maxPixels = DEFAULT_MAX_PIXELS } = 
   const timeBase = [u32(payload, 12), u32(payload, 16)];
   const rate = [u32(payload, 20), u32(payload, 24)];
   if (u32(payload, 28) !== 0) throw new FormatError('stream header has reserved bits set');
-  if (channels !== 3 && channels !== 4) throw new FormatError(`stream header: channels must be 3 or 4, got ${channels}`);
+  if (channels !== 3 && channels !== 4) {
+    throw new FormatError(`stream header: channels must be 3 or 4, got ${channels}`);
+  }
   if (k < 2 || k > 256) throw new FormatError(`stream header: K must be from 2 to 256, got ${k}`);
   if (width < 1 || height < 1 || width > MAX_SIDE || height > MAX_SIDE) {
     throw new FormatError(`stream header: frame size ${width}×${height} is invalid`);
   }
   if (timeBase[0] === 0 || timeBase[1] === 0 || (rate[0] !== 0 && rate[1] === 0)) {
-    throw new FormatError(`stream header has an invalid time base ${timeBase[0]}/${timeBase[1]} or rate ${rate[0]}/${rate[1]}`);
+    const given = `${timeBase[0]}/${timeBase[1]} or rate ${rate[0]}/${rate[1]}`;
+    throw new FormatError(`stream header has an invalid time base ${given}`);
   }
   if (width * height > maxPixels) {
     throw new LimitError(`video frames of ${width}×${height} exceed the limit of ${maxPixels} pixels`);
@@ -148,7 +151,9 @@ export function parseFramePacket(payload, header, what = 'frame packet') {
     count = size;
   } else if (update) {
     const maskBytes = (size + 7) >> 3;
-    if (payload.length < offset + maskBytes) throw new FormatError(`${what} is truncated: its palette section runs past its end`);
+    if (payload.length < offset + maskBytes) {
+      throw new FormatError(`${what} is truncated: its palette section runs past its end`);
+    }
     mask = payload.subarray(offset, offset + maskBytes);
     for (let j = 0; j < maskBytes * 8; j++) {
       if ((mask[j >> 3] >> (j & 7)) & 1) {
@@ -159,7 +164,9 @@ export function parseFramePacket(payload, header, what = 'frame packet') {
     offset += maskBytes;
   }
   const colorBytes = count * channels;
-  if (payload.length < offset + colorBytes) throw new FormatError(`${what} is truncated: its palette section runs past its end`);
+  if (payload.length < offset + colorBytes) {
+    throw new FormatError(`${what} is truncated: its palette section runs past its end`);
+  }
   return {
     number,
     pts: Number(pts),
@@ -197,7 +204,9 @@ export function* fileRecords(bytes) {
     if (bytes.length - offset < 8) throw new FormatError(`record at byte ${offset} is truncated`);
     const tag = tagOf(bytes, offset);
     const length = u32(bytes, offset + 4);
-    if (length > bytes.length - offset - RECORD_OVERHEAD) throw new FormatError(`record at byte ${offset} is truncated`);
+    if (length > bytes.length - offset - RECORD_OVERHEAD) {
+      throw new FormatError(`record at byte ${offset} is truncated`);
+    }
     if (tag === TAG_INDEX || tag === TAG_END) return;
     yield { offset, record: bytes.subarray(offset, offset + RECORD_OVERHEAD + length) };
     offset += RECORD_OVERHEAD + length;

@@ -60,13 +60,18 @@ export class VideoDecoder {
     const channels = header.channels;
     const size = packet.paletteSize;
     if (!packet.keyframe) {
-      if (!this.ready) throw new FormatError(`${what} is a delta frame and needs the frame before it (start at a keyframe)`);
-      if (packet.number !== this.number + 1) throw new FormatError(`${what} follows frame ${this.number}: a frame is missing`);
+      if (!this.ready) {
+        throw new FormatError(`${what} is a delta frame and needs the frame before it (start at a keyframe)`);
+      }
+      if (packet.number !== this.number + 1) {
+        throw new FormatError(`${what} follows frame ${this.number}: a frame is missing`);
+      }
       if (size !== this.paletteSize) throw new FormatError(`${what} changes the palette size without a keyframe`);
     }
     const [current, next] = this.maps;
     try {
-      decodeIndexData(packet.indexData, header.width, header.height, size, packet.keyframe ? null : current, next, this.scratch);
+      const reference = packet.keyframe ? null : current;
+      decodeIndexData(packet.indexData, header.width, header.height, size, reference, next, this.scratch);
     } catch (error) {
       if (error instanceof FormatError) throw new FormatError(`${what}: ${error.message}`);
       throw error;
@@ -103,14 +108,7 @@ export class VideoDecoder {
     const { width, height } = this.header;
     if (!out) out = new Uint8ClampedArray(width * height * 4);
     const words = new Uint32Array(out.buffer, out.byteOffset, width * height);
-    const table = this.colorTable();
-    const map = this.map;
-    const stride = width + 3;
-    let i = 0;
-    for (let y = 0; y < height; y++) {
-      let at = y * stride + PAD_LEFT;
-      for (let x = 0; x < width; x++) words[i++] = table[map[at++]];
-    }
+    lookUp(this.map, width, height, this.colorTable(), words);
     return out;
   }
 
@@ -132,19 +130,45 @@ export class VideoDecoder {
     return out;
   }
 
-  /** The palette as 32-bit words that lie in memory as R, G, B, A bytes, whatever the platform's byte order. */
+  /** The current palette as a colour table (see colorTable). */
   colorTable() {
-    const channels = this.header.channels;
-    const table = this._table || (this._table = new Uint32Array(256));
-    const palette = this.palette;
-    for (let j = 0; j < this.paletteSize; j++) {
-      const at = j * channels;
-      const alpha = channels === 4 ? palette[at + 3] : 255;
-      table[j] = LITTLE_ENDIAN
-        ? (palette[at] | (palette[at + 1] << 8) | (palette[at + 2] << 16) | (alpha << 24)) >>> 0
-        : ((palette[at] << 24) | (palette[at + 1] << 16) | (palette[at + 2] << 8) | alpha) >>> 0;
-    }
-    return table;
+    return colorTable(this.palette, this.paletteSize, this.header.channels);
+  }
+}
+
+/**
+ * A palette as 32-bit words that lie in memory as R, G, B, A bytes, whatever the platform's byte
+ * order (alpha 255 for RGB palettes): one store per pixel turns indices into RGBA.
+ * @param {Uint8Array} palette size × channels bytes
+ * @param {number} size entries
+ * @param {number} channels 3 or 4
+ */
+export function colorTable(palette, size, channels) {
+  const table = new Uint32Array(256);
+  for (let j = 0; j < size; j++) {
+    const at = j * channels;
+    const alpha = channels === 4 ? palette[at + 3] : 255;
+    table[j] = LITTLE_ENDIAN
+      ? (palette[at] | (palette[at + 1] << 8) | (palette[at + 2] << 16) | (alpha << 24)) >>> 0
+      : ((palette[at] << 24) | (palette[at + 1] << 16) | (palette[at + 2] << 8) | alpha) >>> 0;
+  }
+  return table;
+}
+
+/**
+ * The palette look-up: RGBA words for each index of a padded map.
+ * @param {Uint8Array} map padded map (index-decoder.js) of width × rows
+ * @param {number} width
+ * @param {number} rows
+ * @param {Uint32Array} table from colorTable
+ * @param {Uint32Array} words width × rows words to fill
+ */
+export function lookUp(map, width, rows, table, words) {
+  const stride = width + 3;
+  let i = 0;
+  for (let y = 0; y < rows; y++) {
+    let at = y * stride + PAD_LEFT;
+    for (let x = 0; x < width; x++) words[i++] = table[map[at++]];
   }
 }
 
