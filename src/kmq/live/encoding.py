@@ -12,7 +12,7 @@ from kmq.errors import KmqError
 from kmq.live.fanout import LivePacket
 from kmq.live.recorder import Recorder
 from kmq.live.sources import LiveSource
-from kmq.live.stats import RateMeter, RecentTimes
+from kmq.live.stats import RateMeter, RecentTimes, TimeHistogram
 from kmq.live.timing import pack_timing
 from kmq.media.video_encoder import VideoEncoder
 
@@ -65,6 +65,7 @@ class LiveEncoder:
             source.width, source.height, k=k, keyint=keyint, frame_rate=source.fps, time_base=LIVE_TIME_BASE
         )
         self.encode_times = RecentTimes()
+        self.all_encode_times = TimeHistogram()
         self.delays = RecentTimes()
         self.rate = RateMeter()
         self.keyframes_forced = 0
@@ -121,7 +122,9 @@ class LiveEncoder:
                     self.keyframes_forced += 1
                 started = time.perf_counter()
                 encoded = self.encoder.encode(capture.pixels, pts, keyframe=forced)
-                self.encode_times.add(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self.encode_times.add(elapsed)
+                self.all_encode_times.add(elapsed)
                 sent = time.time()
                 self.delays.add(sent - capture.captured)
                 self.rate.add(len(encoded.packet))
@@ -171,6 +174,8 @@ class LiveEncoder:
             "keyframes_for_viewers": self.keyframes_forced,
             "encode_fps": round(fps, 2),
             "encode_ms": self.encode_times.summary(),
+            "encode_ms_since_start": self.all_encode_times.summary(),
+            "encode_ms_histogram": self.all_encode_times.bins(),
             "capture_to_send_ms": self.delays.summary(),
             "k": self.encoder.k,
             "bytes_encoded": totals.packet_bytes,

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-__all__ = ["RecentTimes", "RateMeter"]
+__all__ = ["RecentTimes", "TimeHistogram", "RateMeter"]
 
 
 class RecentTimes:
@@ -47,6 +47,50 @@ class RecentTimes:
             "p95": round(float(p95), 2),
             "max": round(float(values.max()) * 1000.0, 2),
         }
+
+
+class TimeHistogram:
+    """Every duration since the start, in 1 ms bins up to ``limit_ms`` (longer ones in the last bin).
+
+    Fixed memory however long the stream runs, and percentiles over all of it to within 1 ms.
+
+    Examples
+    --------
+    >>> histogram = TimeHistogram()
+    >>> for ms in range(1, 101):
+    ...     histogram.add(ms / 1000)
+    >>> histogram.summary()["p95"]
+    95.5
+    """
+
+    def __init__(self, limit_ms: int = 2000) -> None:
+        self._counts = np.zeros(limit_ms + 1, np.int64)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        """Record one duration."""
+        index = min(int(seconds * 1000.0), len(self._counts) - 1)
+        with self._lock:
+            self._counts[index] += 1
+
+    def summary(self) -> dict[str, float | int | None]:
+        """``count``, and ``p50`` and ``p95`` in milliseconds (bin centres; None before the first value)."""
+        with self._lock:
+            counts = self._counts.copy()
+        total = int(counts.sum())
+        if total == 0:
+            return {"count": 0, "p50": None, "p95": None}
+        cumulative = np.cumsum(counts)
+        found = {}
+        for name, share in (("p50", 0.5), ("p95", 0.95)):
+            found[name] = float(np.searchsorted(cumulative, share * total)) + 0.5
+        return {"count": total, **found}
+
+    def bins(self) -> dict[int, int]:
+        """The non-empty bins: whole milliseconds -> how many durations fell in them."""
+        with self._lock:
+            counts = self._counts.copy()
+        return {int(ms): int(counts[ms]) for ms in np.flatnonzero(counts)}
 
 
 class RateMeter:
