@@ -1,0 +1,528 @@
+"""Live streaming at 1280×720 and 30 fps: encode time, source drops, viewers, latency, bandwidth.
+
+Run: ``python benchmarks/bench_live.py [--seconds 60] [--runs 3] [--viewers 8] [--json OUT]``.
+
+Each run streams two sources with the real ``kmq live`` command: ``testsrc`` (a pan and zoom
+across a real photograph, so every pixel moves) and the shared clip
+(../shared/media/bbb-480p-10s.mp4, scaled to 1280×720, played at 30 fps with ``--loop``); for each:
+
+1. with no viewer: the server's encode time per frame (p50/p95 over the whole phase), the frames
+   the source dropped because the encoder was behind, the encode rate, the CPU the server used;
+2. with one headless Chromium page (Debian's /usr/bin/chromium, driven by Playwright) on the
+   same machine: the same, what the page decoded, and the end-to-end latency read in the page
+   (capture time to the frame being painted);
+3. for the clip, with ``--viewers`` WebSocket viewers in another process that receive and
+   acknowledge every frame without decoding it (what serving them costs the server), and with
+   ``--viewers`` Chromium pages (what they cost when they share the server's cores).
+
+Each phase runs a fresh server, warms it up, then measures for ``--seconds``.
+
+Bandwidth on the clip: what the live stream carried per second and per frame, against raw RGB
+and against Motion-JPEG (``ffmpeg -c:v mjpeg -q:v 5``) of the very same 1280×720 frames (the
+clip scaled by the same code the live source uses); kmq's bytes for those frames encoded once
+in order, without drops or viewer keyframes, are printed too. Where the encoder's time goes at
+1280×720 is measured apart, stage by stage, on the same two kinds of frames.
+
+The machine's load average is printed before every phase: on a shared 2-core machine the
+viewers, the server and other people's work all compete for the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CLIP = REPO.parent / "shared" / "media" / "bbb-480p-10s.mp4"
+SIZE = (1280, 720)
+FPS = 30
+K = 64
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def chromium_seconds() -> float:
+    """CPU seconds used so far by the Chromium processes this benchmark started (those still running)."""
+    import psutil
+
+    total = 0.0
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.name().startswith("chrom"):
+                times = process.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def load() -> str:
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+# ---------------------------------------------------------------- the server
+
+
+class Server:
+    """``kmq live`` in a child process, as a user runs it."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            # -q: only the addresses are printed, so an unread pipe never fills up.
+            [sys.executable, "-m", "kmq", "-q", "live", "--port", "0", "-k", str(K), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.port = 0
+        for line in self.proc.stdout:
+            found = re.match(r"stats\s+http://[^:]+:(\d+)/", line)
+            if found:
+                self.port = int(found.group(1))
+                break
+        if not self.port:
+            raise RuntimeError("kmq live did not start")
+        import psutil
+
+        self.process = psutil.Process(self.proc.pid)
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=30) as response:
+            return json.loads(response.read())
+
+    def cpu_seconds(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+# ---------------------------------------------------------------- viewers
+
+
+class Viewers:
+    """Player pages in one headless Chromium; collects what each one measures."""
+
+    def __init__(self, browser, port: int, count: int) -> None:
+        self.pages = []
+        for _ in range(count):
+            page = browser.new_page(bypass_csp=True, viewport={"width": 1280, "height": 720})
+            page.goto(f"http://127.0.0.1:{port}/")
+            self.pages.append(page)
+        self.latencies: list[list[float]] = [[] for _ in self.pages]
+        self._rendered = [0 for _ in self.pages]
+
+    def wait_playing(self, timeout: float = 120.0) -> None:
+        for page in self.pages:
+            page.wait_for_function("window.kmqStats && window.kmqStats.framesRendered >= 3", timeout=timeout * 1000)
+        self.start = [self.snapshot(page) for page in self.pages]
+        self._rendered = [snapshot["framesRendered"] for snapshot in self.start]
+
+    @staticmethod
+    def snapshot(page) -> dict:
+        return page.evaluate("() => ({ ...window.kmqStats, samples: window.kmqPlayer.latencySamples() })")
+
+    def poll(self) -> None:
+        """Keep the latency samples of the frames painted since the last poll (the page holds 300)."""
+        for index, page in enumerate(self.pages):
+            snapshot = self.snapshot(page)
+            new = snapshot["framesRendered"] - self._rendered[index]
+            self._rendered[index] = snapshot["framesRendered"]
+            if new > 0:
+                self.latencies[index].extend(snapshot["samples"][-min(new, len(snapshot["samples"])) :])
+
+    def finish(self, seconds: float) -> list[dict]:
+        self.poll()
+        rows = []
+        for index, page in enumerate(self.pages):
+            end = self.snapshot(page)
+            start = self.start[index]
+            samples = np.array(self.latencies[index]) if self.latencies[index] else np.array([np.nan])
+            rows.append(
+                {
+                    "decoded_fps": (end["framesDecoded"] - start["framesDecoded"]) / seconds,
+                    "painted_fps": (end["framesRendered"] - start["framesRendered"]) / seconds,
+                    "skipped": end["framesDropped"] - start["framesDropped"],
+                    "decode_ms": end["decodeMs"],
+                    "latency_p50_ms": float(np.nanpercentile(samples, 50)),
+                    "latency_p95_ms": float(np.nanpercentile(samples, 95)),
+                    "latency_samples": int(np.isfinite(samples).sum()),
+                    "kbit_s": (end["bytesReceived"] - start["bytesReceived"]) * 8 / seconds / 1000,
+                }
+            )
+        return rows
+
+    def close(self) -> None:
+        for page in self.pages:
+            page.close()
+
+
+def histogram_percentiles(before: dict, after: dict) -> tuple[float, float]:
+    """p50 and p95 (ms) of the encode times between two /stats answers, from their 1 ms histograms."""
+    counts = {int(ms): count - before.get(ms, 0) for ms, count in after.items()}
+    values = np.repeat(np.array(sorted(counts), float) + 0.5, [counts[ms] for ms in sorted(counts)])
+    if values.size == 0:
+        return float("nan"), float("nan")
+    return float(np.percentile(values, 50)), float(np.percentile(values, 95))
+
+
+def socket_viewers(port: int, count: int, seconds: float, settle: float) -> dict:
+    """``count`` WebSocket viewers that receive and acknowledge every frame without decoding it.
+
+    Counts what each receives during ``seconds`` after ``settle``; runs in its own process, so
+    that its work is not the server's.
+    """
+    import asyncio
+
+    import aiohttp
+
+    frames = [0] * count
+    received = [0] * count
+
+    async def viewer(index: int, session) -> None:
+        async with session.ws_connect(f"ws://127.0.0.1:{port}/ws", max_msg_size=0) as ws:
+            start = time.monotonic() + settle
+            end = start + seconds
+            async for message in ws:
+                now = time.monotonic()
+                if now > end:
+                    break
+                data = message.data
+                if message.type != aiohttp.WSMsgType.BINARY or data[:4] != b"KMQF":
+                    continue
+                await ws.send_str(json.dumps({"type": "ack", "frame": int.from_bytes(data[8:12], "little")}))
+                if now >= start:
+                    frames[index] += 1
+                    received[index] += len(data)
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(viewer(index, session) for index in range(count)))
+
+    asyncio.run(main())
+    return {"frames": frames, "bytes": received}
+
+
+def watch_phase(server: Server, browser, kind: str, viewers: int, seconds: float) -> dict:
+    """Add the viewers (``pages``, ``sockets``, or ``none``), let them settle, measure for ``seconds``."""
+    pages = Viewers(browser, server.port, viewers if kind == "pages" else 0)
+    sockets = None
+    settle = 5.0
+    try:
+        if kind == "sockets":
+            sockets = subprocess.Popen(
+                [sys.executable, __file__, "--socket-viewers", *map(str, (server.port, viewers, seconds, settle))],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(settle)
+        pages.wait_playing()
+        before, cpu_before, load_before = server.stats(), server.cpu_seconds(), os.getloadavg()[0]
+        browser_before, started = chromium_seconds(), time.monotonic()
+        while time.monotonic() - started < seconds:
+            time.sleep(min(4.0, max(0.1, seconds - (time.monotonic() - started))))
+            pages.poll()
+        elapsed = time.monotonic() - started
+        after, cpu_after, browser_after = server.stats(), server.cpu_seconds(), chromium_seconds()
+        rows = pages.finish(elapsed)
+        if sockets is not None:
+            received = json.loads(sockets.communicate(timeout=seconds + 60)[0])
+            rows = [
+                {"decoded_fps": count / seconds, "kbit_s": size * 8 / seconds / 1000}
+                for count, size in zip(received["frames"], received["bytes"])
+            ]
+    finally:
+        pages.close()
+        if sockets is not None and sockets.poll() is None:
+            sockets.kill()
+    frames = after["frames_encoded"] - before["frames_encoded"]
+    captured = after["source"]["frames_captured"] - before["source"]["frames_captured"]
+    encoded_bytes = after["encoder"]["bytes_encoded"] - before["encoder"]["bytes_encoded"]
+    p50, p95 = histogram_percentiles(before["encoder"]["encode_ms_histogram"], after["encoder"]["encode_ms_histogram"])
+    return {
+        "kind": kind,
+        "viewers": viewers,
+        "seconds": elapsed,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "frames_captured": captured,
+        "frames_encoded": frames,
+        "source_dropped": after["source"]["frames_dropped"] - before["source"]["frames_dropped"],
+        "encode_fps": frames / elapsed,
+        "encode_ms_p50": p50,
+        "encode_ms_p95": p95,
+        "server_cores": (cpu_after - cpu_before) / elapsed,
+        "browser_cores": (browser_after - browser_before) / elapsed,
+        "stream_kbit_s": encoded_bytes * 8 / elapsed / 1000,
+        "bytes_per_frame": encoded_bytes / max(frames, 1),
+        "keyframes": after["encoder"]["keyframes"] - before["encoder"]["keyframes"],
+        "pages": rows,
+    }
+
+
+def run_phase(browser, args: list[str], seconds: float, kind: str, viewers: int) -> dict:
+    """A fresh ``kmq live``, warmed up, with its viewers, measured for ``seconds``."""
+    server = Server(*args)
+    try:
+        # Warm-up: the encoder's first frames (and a first refit) are not what a stream runs at.
+        deadline = time.monotonic() + 120
+        while server.stats()["frames_encoded"] < 2 * FPS and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return watch_phase(server, browser, kind, viewers, seconds)
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- bandwidth and stages
+
+
+def clip_frames(clip: Path) -> list[np.ndarray]:
+    """The clip's frames at 1280×720, scaled by the same code the live file source uses."""
+    from kmq.media.video_source import VideoSource
+
+    with VideoSource(clip, size=SIZE) as source:
+        return [np.ascontiguousarray(frame.pixels[:, :, :3]) for frame in source]
+
+
+def mjpeg_bytes(frames: list[np.ndarray], work: Path) -> int:
+    """Motion-JPEG at q5 of exactly these frames (raw RGB piped into FFmpeg; the bare JPEG stream)."""
+    out = work / "frames.mjpeg"
+    command = [
+        "ffmpeg", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{SIZE[0]}x{SIZE[1]}",
+        "-r", str(FPS), "-i", "-", "-c:v", "mjpeg", "-q:v", "5", "-f", "mjpeg", str(out),
+    ]
+    with subprocess.Popen(command, stdin=subprocess.PIPE) as ffmpeg:
+        for frame in frames:
+            ffmpeg.stdin.write(frame.tobytes())
+        ffmpeg.stdin.close()
+        ffmpeg.wait()
+    return out.stat().st_size
+
+
+def kmq_bytes(frames: list[np.ndarray]) -> tuple[int, int]:
+    """Bytes of kmq's packets for these frames encoded once, in order, as the live encoder is set up."""
+    from fractions import Fraction
+
+    from kmq.live.encoding import LIVE_TIME_BASE
+    from kmq.media.video_encoder import VideoEncoder
+
+    encoder = VideoEncoder(SIZE[0], SIZE[1], k=K, keyint=8 * FPS, frame_rate=Fraction(FPS), time_base=LIVE_TIME_BASE)
+    total = 0
+    for number, frame in enumerate(frames):
+        total += len(encoder.encode(frame, number * 1_000_000 // FPS).packet)
+    return total, encoder.totals.keyframes
+
+
+def testsrc_frames(count: int) -> list[np.ndarray]:
+    from kmq.live.testsrc import TestPattern
+
+    pattern = TestPattern(*SIZE)
+    return [pattern.frame(number / FPS).copy() for number in range(count)]
+
+
+# ---------------------------------------------------------------- report
+
+
+def median_of(runs: list[dict], *path) -> float:
+    """The median over runs of the figure at ``path`` (NaN when a run has none)."""
+    values = []
+    for run in runs:
+        value = run
+        for key in path:
+            value = value[key]
+        values.append(np.nan if value is None else value)
+    return float(np.nanmedian(values)) if not np.isnan(values).all() else float("nan")
+
+
+def page_median(runs: list[dict], source: str, phase: str, key: str, pick=statistics.median) -> float:
+    """Median over runs of ``pick`` (median, min) over the pages of one phase."""
+    return statistics.median(pick(page[key] for page in run[source][phase]["pages"]) for run in runs)
+
+
+SERVER_FIGURES = (
+    "encode_ms_p50", "encode_ms_p95", "encode_fps", "source_dropped", "frames_captured",
+    "server_cores", "stream_kbit_s", "bytes_per_frame", "load_before",
+)
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Medians over runs of every figure the report prints, by source and phase."""
+    table: dict = {}
+    for source, phases in runs[0].items():
+        for phase, result in phases.items():
+            row = {key: median_of(runs, source, phase, key) for key in SERVER_FIGURES}
+            if result["pages"]:
+                row["viewer_fps"] = page_median(runs, source, phase, "decoded_fps")
+                row["viewer_fps_slowest"] = page_median(runs, source, phase, "decoded_fps", min)
+            if result["pages"] and result["kind"] == "pages":
+                row["browser_cores"] = median_of(runs, source, phase, "browser_cores")
+                row["viewer_decode_ms"] = page_median(runs, source, phase, "decode_ms")
+                row["latency_p50_ms"] = page_median(runs, source, phase, "latency_p50_ms")
+                row["latency_p95_ms"] = page_median(runs, source, phase, "latency_p95_ms")
+            table[f"{source}/{phase}"] = row
+    return table
+
+
+def kbit(bytes_per_frame: float) -> str:
+    return f"{bytes_per_frame * 8 * FPS / 1000:.0f}"
+
+
+def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
+    table = summarise(runs)
+    columns = [
+        ("testsrc/0_viewers", "testsrc", "0"),
+        ("testsrc/1_viewers", "testsrc", "1"),
+        ("clip/0_viewers", "clip", "0"),
+        ("clip/1_viewers", "clip", "1"),
+        ("clip/sockets", "clip", f"{viewers} ws"),
+        ("clip/pages", "clip", f"{viewers}"),
+    ]
+    print(f"\nkmq live, {SIZE[0]}×{SIZE[1]} at {FPS} fps, K={K}: medians of {len(runs)} run(s), {seconds:g} s a phase")
+    print(f"{'':26}" + "".join(f"{source:>10}" for _, source, _ in columns) + "   target")
+    print(f"{'viewers (pages)':26}" + "".join(f"{count:>10}" for _, _, count in columns))
+    rows = [
+        ("encode ms/frame p50", "encode_ms_p50", "{:.1f}", ""),
+        ("encode ms/frame p95", "encode_ms_p95", "{:.1f}", "< 33"),
+        ("encode fps", "encode_fps", "{:.1f}", "30"),
+        ("source frames dropped", "source_dropped", "{:.0f}", "0"),
+        ("  of frames captured", "frames_captured", "{:.0f}", ""),
+        ("server CPU (cores)", "server_cores", "{:.2f}", ""),
+        ("Chromium CPU (cores)", "browser_cores", "{:.2f}", ""),
+        ("stream kbit/s", "stream_kbit_s", "{:.0f}", ""),
+        ("page decoded fps", "viewer_fps", "{:.1f}", ""),
+        ("  slowest page", "viewer_fps_slowest", "{:.1f}", ""),
+        ("page decode ms/frame", "viewer_decode_ms", "{:.1f}", ""),
+        ("latency p50 ms (page)", "latency_p50_ms", "{:.0f}", ""),
+        ("latency p95 ms (page)", "latency_p95_ms", "{:.0f}", "< 150"),
+        ("load (1 min) at start", "load_before", "{:.1f}", ""),
+    ]
+    for label, key, fmt, target in rows:
+        cells = "".join(
+            f"{fmt.format(table[column][key]) if key in table[column] else '–':>10}" for column, _, _ in columns
+        )
+        print(f"{label:26}{cells}   {target}")
+    print(f"('{viewers} ws': {viewers} WebSocket viewers in another process that receive and acknowledge every frame"
+          " without decoding it; 'page': Chromium pages on the same 2 cores as the server)")
+    raw = SIZE[0] * SIZE[1] * 3
+    bandwidth = extra["bandwidth"]
+    live_bytes = table["clip/1_viewers"]["bytes_per_frame"]
+    print(f"\nbandwidth on the clip at K={K} ({bandwidth['frames']} frames of {SIZE[0]}×{SIZE[1]}), bytes per frame:")
+    print(f"  raw RGB                          {raw:>10,}   1:1")
+    mjpeg = bandwidth["mjpeg_per_frame"]
+    ours = bandwidth["kmq_per_frame"]
+    print(f"  Motion-JPEG q5 (same frames)     {mjpeg:>10,.0f}   1:{raw / mjpeg:.1f}   ({kbit(mjpeg)} kbit/s)")
+    print(f"  kmq, the frames encoded once     {ours:>10,.0f}   1:{raw / ours:.1f}   ({kbit(ours)} kbit/s,"
+          f" {bandwidth['kmq_keyframes']} keyframes)")
+    print(f"  kmq live stream (1 viewer)       {live_bytes:>10,.0f}   1:{raw / live_bytes:.1f}   "
+          f"({table['clip/1_viewers']['stream_kbit_s']:.0f} kbit/s as encoded, source drops included)")
+    print(f"  targets: kmq at most 1/20 of raw RGB, and below Motion-JPEG q5 (kbit/s at {FPS} fps)")
+    print(f"\nwhere the encoder's time goes at {SIZE[0]}×{SIZE[1]} (median ms a delta frame, in process, no viewers):")
+    stages = extra["stages"]
+    print(f"  {'stage':36}{'testsrc':>10}{'clip':>10}")
+    for stage in stages["clip"]:
+        print(f"  {stage:36}{stages['testsrc'][stage]:>10.1f}{stages['clip'][stage]:>10.1f}")
+    print(f"\nload average (1/5/15 min): {extra['load_start']} at the start, {load()} at the end", end="")
+    print(f"; {os.cpu_count()} cores")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each measured phase (default 60)")
+    parser.add_argument("--runs", type=int, default=1, help="runs; the report gives medians (default 1)")
+    parser.add_argument("--viewers", type=int, default=8, help="pages at once in the many-viewers phase (default 8)")
+    parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="default ../shared/media/bbb-480p-10s.mp4")
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
+    # Internal: the WebSocket viewers of the "ws" phase, run in a process of their own.
+    parser.add_argument("--socket-viewers", nargs=4, metavar="N", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.socket_viewers:
+        port, count, seconds, settle = args.socket_viewers
+        print(json.dumps(socket_viewers(int(port), int(count), float(seconds), float(settle))))
+        return 0
+    if not args.clip.is_file():
+        print(f"error: no clip at {args.clip}", file=sys.stderr)
+        return 2
+    if not Path(CHROMIUM).is_file() or shutil.which("ffmpeg") is None:
+        print("error: needs Debian's chromium at /usr/bin/chromium and ffmpeg", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    extra: dict = {"load_start": load()}
+    print(f"load average at the start: {extra['load_start']}", flush=True)
+    frames = clip_frames(args.clip)
+    with tempfile.TemporaryDirectory() as work:
+        mjpeg = mjpeg_bytes(frames, Path(work))
+    kmq_total, keyframes = kmq_bytes(frames)
+    extra["bandwidth"] = {
+        "frames": len(frames),
+        "mjpeg_per_frame": mjpeg / len(frames),
+        "kmq_per_frame": kmq_total / len(frames),
+        "kmq_keyframes": keyframes,
+    }
+    from bench_video import stage_times  # the video benchmark's stage timer, on these frames
+
+    extra["stages"] = {"clip": stage_times(frames[:90]), "testsrc": stage_times(testsrc_frames(90))}
+    del frames
+    print("bandwidth and stage times measured; streaming ...", flush=True)
+    sources = {
+        "testsrc": ["--source", "testsrc", "--size", f"{SIZE[0]}x{SIZE[1]}", "--fps", str(FPS)],
+        "clip": ["--source", str(args.clip), "--loop", "--size", f"{SIZE[0]}x{SIZE[1]}", "--fps", str(FPS)],
+    }
+    phases = [
+        ("testsrc", "0_viewers", "none", 0),
+        ("testsrc", "1_viewers", "pages", 1),
+        ("clip", "0_viewers", "none", 0),
+        ("clip", "1_viewers", "pages", 1),
+        ("clip", "sockets", "sockets", args.viewers),
+        ("clip", "pages", "pages", args.viewers),
+    ]
+    runs = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for number in range(args.runs):
+                run: dict = {"testsrc": {}, "clip": {}}
+                for source, phase, kind, viewers in phases:
+                    print(f"run {number + 1}: {source}, {phase} (load {load()})", flush=True)
+                    run[source][phase] = run_phase(browser, sources[source], args.seconds, kind, viewers)
+                runs.append(run)
+                if args.json:
+                    args.json.write_text(json.dumps({"runs": runs, "extra": extra}, indent=1))
+        finally:
+            browser.close()
+    table = report(runs, extra, args.viewers, args.seconds)
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "extra": extra, "medians": table}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
