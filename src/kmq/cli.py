@@ -203,9 +203,9 @@ def _run_demo(args: argparse.Namespace) -> int:
             f"{row['bits_per_pixel']:.3f}",
             f"{row['psnr']:.2f}",
             f"{row['ssim']:.4f}",
-            _size(row["kmq_bytes"]),
+            f"{row['kmq_bytes']:,}",
             f"{row['reduction_vs_raw']:.1f}× smaller",
-            _size(row["png8_bytes"]),
+            f"{row['png8_bytes']:,}",
             f"{row['seconds'] * 1000:.0f} ms",
         )
     console.print(table)
