@@ -80,6 +80,15 @@ def run_kmq(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     )
 
 
+def assert_one_error_line(result: subprocess.CompletedProcess, folder: Path, before: set[str]) -> None:
+    """Bad input: exit code 2, one ``error:`` line, no traceback, and the folder left as it was."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert {p.name for p in folder.iterdir()} == before, "a partial output was left behind"
+
+
 @pytest.fixture(scope="session")
 def shared_clip() -> Path:
     """The real video clip in ../shared/media, or a skip with the reason."""

@@ -11,15 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_kmq
-
-
-def _assert_one_error_line(result, folder: Path, before: set[str]) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    assert {p.name for p in folder.iterdir()} == before, "a partial output was left behind"
+from conftest import assert_one_error_line, run_kmq
 
 
 def test_compress_writes_a_kmq_file_that_decompresses_to_the_quantized_image(tmp_path, photo_file):
@@ -100,14 +92,14 @@ def test_every_common_input_mode_and_format_compresses(tmp_path, photo, mode, su
 
 def test_missing_input_is_one_error_line(tmp_path):
     before = {p.name for p in tmp_path.iterdir()}
-    _assert_one_error_line(run_kmq("compress", str(tmp_path / "nope.png")), tmp_path, before)
+    assert_one_error_line(run_kmq("compress", str(tmp_path / "nope.png")), tmp_path, before)
 
 
 def test_a_file_that_is_not_an_image_is_refused(tmp_path):
     source = tmp_path / "notes.png"
     source.write_text("this is not a picture\n")
     before = {p.name for p in tmp_path.iterdir()}
-    _assert_one_error_line(run_kmq("compress", str(source)), tmp_path, before)
+    assert_one_error_line(run_kmq("compress", str(source)), tmp_path, before)
 
 
 def test_a_truncated_image_is_refused(tmp_path, photo_file):
@@ -116,20 +108,20 @@ def test_a_truncated_image_is_refused(tmp_path, photo_file):
     source.write_bytes(data[: len(data) // 2])
     photo_file.unlink()
     before = {p.name for p in tmp_path.iterdir()}
-    _assert_one_error_line(run_kmq("compress", str(source)), tmp_path, before)
+    assert_one_error_line(run_kmq("compress", str(source)), tmp_path, before)
 
 
 @pytest.mark.parametrize("k", ["1", "300", "many"])
 def test_k_out_of_range_is_refused(tmp_path, photo_file, k):
     before = {p.name for p in tmp_path.iterdir()}
-    _assert_one_error_line(run_kmq("compress", str(photo_file), "-k", k), tmp_path, before)
+    assert_one_error_line(run_kmq("compress", str(photo_file), "-k", k), tmp_path, before)
 
 
 def test_an_existing_output_is_kept_without_force(tmp_path, photo_file):
     out = tmp_path / "photo.kmq"
     out.write_bytes(b"precious")
     before = {p.name for p in tmp_path.iterdir()}
-    _assert_one_error_line(run_kmq("compress", str(photo_file)), tmp_path, before)
+    assert_one_error_line(run_kmq("compress", str(photo_file)), tmp_path, before)
     assert out.read_bytes() == b"precious"
     assert run_kmq("compress", str(photo_file), "--force").returncode == 0
     assert out.read_bytes() != b"precious"
@@ -139,7 +131,7 @@ def test_the_input_is_never_overwritten(tmp_path, photo_file):
     original = photo_file.read_bytes()
     before = {p.name for p in tmp_path.iterdir()}
     result = run_kmq("compress", str(photo_file), "-o", str(photo_file), "--format", "png", "--force")
-    _assert_one_error_line(result, tmp_path, before)
+    assert_one_error_line(result, tmp_path, before)
     assert photo_file.read_bytes() == original
 
 
@@ -157,14 +149,14 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
     source.write_bytes(_png_header_only(100_000, 100_000))
     before = {p.name for p in tmp_path.iterdir()}
     result = run_kmq("compress", str(source))
-    _assert_one_error_line(result, tmp_path, before)
+    assert_one_error_line(result, tmp_path, before)
     assert "limit" in result.stderr
 
 
 def test_the_pixel_limit_is_configurable(tmp_path, photo_file):
     before = {p.name for p in tmp_path.iterdir()}
-    _assert_one_error_line(run_kmq("compress", str(photo_file), "--max-pixels", "1000"), tmp_path, before)
-    _assert_one_error_line(run_kmq("compress", str(photo_file), env={"KMQ_MAX_PIXELS": "1000"}), tmp_path, before)
+    assert_one_error_line(run_kmq("compress", str(photo_file), "--max-pixels", "1000"), tmp_path, before)
+    assert_one_error_line(run_kmq("compress", str(photo_file), env={"KMQ_MAX_PIXELS": "1000"}), tmp_path, before)
 
 
 def test_a_corrupt_kmq_file_is_one_error_line(tmp_path, photo_file):
@@ -174,10 +166,10 @@ def test_a_corrupt_kmq_file_is_one_error_line(tmp_path, photo_file):
     data[len(data) // 2] ^= 0xFF
     coded.write_bytes(bytes(data))
     before = {p.name for p in tmp_path.iterdir()}
-    _assert_one_error_line(run_kmq("decompress", str(coded)), tmp_path, before)
-    _assert_one_error_line(run_kmq("info", str(tmp_path / "missing.kmq")), tmp_path, before)
+    assert_one_error_line(run_kmq("decompress", str(coded)), tmp_path, before)
+    assert_one_error_line(run_kmq("info", str(tmp_path / "missing.kmq")), tmp_path, before)
 
 
 def test_unknown_option_is_one_error_line(tmp_path):
     before = {p.name for p in tmp_path.iterdir()}
-    _assert_one_error_line(run_kmq("compress", "--no-such-flag"), tmp_path, before)
+    assert_one_error_line(run_kmq("compress", "--no-such-flag"), tmp_path, before)

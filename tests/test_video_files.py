@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_kmq
-from test_cli_image import _assert_one_error_line as assert_one_error_line
+from conftest import assert_one_error_line, run_kmq
 from kmq.errors import FormatError, InputError
 from kmq.media.video import decode_video, encode_video, export_video, open_video
 
