@@ -45,6 +45,7 @@ _EXPORTS = {
     "encode_video": "kmq.media.video",
     "decode_video": "kmq.media.video",
     "export_video": "kmq.media.video",
+    "VideoSource": "kmq.media.video_source",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from kmq.codec.video import DecodedFrame, StreamHeader, VideoDecoder
     from kmq.media.video import decode_video, encode_video, export_video, open_video
     from kmq.media.video_encoder import EncodedFrame, VideoEncoder
+    from kmq.media.video_source import VideoSource
 
 
 def __getattr__(name: str) -> Any:
