@@ -12,11 +12,16 @@ from kmq.errors import FormatError, LimitError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FORMAT_VERSION",
+    "CHUNK_HEAD",
     "CHUNK_OVERHEAD",
+    "MAX_CHUNK_PAYLOAD",
     "Chunk",
     "ByteReader",
     "as_bytes_view",
     "check_pixel_count",
+    "pack_chunk",
+    "chunk_head",
+    "split_chunk",
     "write_container",
     "read_chunks",
 ]
@@ -25,8 +30,12 @@ DEFAULT_MAX_PIXELS = 1 << 28
 """Largest width × height a decoder accepts unless told otherwise (268 megapixels: 256 MiB of indices)."""
 
 FORMAT_VERSION = 1
+CHUNK_HEAD = 8
+"""Bytes before a chunk's payload: type (4) and payload length (4)."""
 CHUNK_OVERHEAD = 12
 """Bytes a chunk adds around its payload: type (4), length (4) and CRC-32 (4)."""
+MAX_CHUNK_PAYLOAD = 0xFFFFFFFF
+"""The largest payload the length field can declare; readers pass a tighter limit where they know one."""
 
 TAIL = b"TAIL"
 _CHUNK_HEAD = struct.Struct("<4sI")
@@ -66,6 +75,19 @@ def check_pixel_count(width: int, height: int, max_pixels: int) -> None:
         raise LimitError(
             f"image size {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels"
         )
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a container: its 4-byte type and its payload (a view into the input)."""
+
+    kind: bytes
+    payload: memoryview
+
+    @property
+    def optional(self) -> bool:
+        """Whether a decoder that does not know this type may skip it (first letter lower case)."""
+        return 0x61 <= self.kind[0] <= 0x7A
 
 
 class ByteReader:
@@ -118,23 +140,103 @@ class ByteReader:
         if self.remaining:
             raise FormatError(f"{self._what}: {self.remaining} unexpected bytes at the end")
 
+    def chunk(self, limit: int = MAX_CHUNK_PAYLOAD) -> Chunk:
+        """Read one chunk: its type and payload (a view), the CRC-32 verified.
 
-@dataclass(frozen=True)
-class Chunk:
-    """One chunk of a container: its 4-byte type and its payload (a view into the input)."""
+        The declared length is checked against ``limit`` and against the bytes left before the
+        payload is taken.
 
-    kind: bytes
-    payload: memoryview
+        Raises
+        ------
+        FormatError
+            Fewer bytes left than a chunk needs, a length over ``limit`` or past the end, or a
+            CRC mismatch.
+        """
+        if self.remaining < CHUNK_OVERHEAD:
+            raise FormatError(
+                f"{self._what} is truncated: {self.remaining} bytes left, a chunk needs at least {CHUNK_OVERHEAD}"
+            )
+        kind, size = chunk_head(self.take(CHUNK_HEAD), what=self._what, limit=limit)
+        if size > self.remaining - _CRC.size:
+            raise FormatError(
+                f"{self._what}: {kind!r} declares {size} bytes, only {self.remaining - _CRC.size} remain (truncated?)"
+            )
+        payload = self.take(size)
+        if zlib.crc32(payload, zlib.crc32(kind)) != self.u32():
+            raise FormatError(f"{self._what}: {kind!r} fails its CRC-32 checksum (corrupt data)")
+        return Chunk(kind, payload)
 
-    @property
-    def optional(self) -> bool:
-        """Whether a decoder that does not know this type may skip it (first letter lower case)."""
-        return 0x61 <= self.kind[0] <= 0x7A
 
+def pack_chunk(kind: bytes, payload: bytes | memoryview) -> bytes:
+    """One chunk (a record, in a video stream): type, u32 payload length, payload, CRC-32 of type and payload.
 
-def _chunk(kind: bytes, payload: bytes | memoryview) -> bytes:
+    Parameters
+    ----------
+    kind : bytes
+        The 4-byte type (the tag of a video record).
+    payload : bytes-like
+        The payload.
+
+    Returns
+    -------
+    bytes
+        ``CHUNK_OVERHEAD + len(payload)`` bytes.
+
+    Examples
+    --------
+    >>> pack_chunk(b"TAIL", b"").hex()
+    '5441494c00000000e959a24a'
+    """
     crc = zlib.crc32(payload, zlib.crc32(kind))
-    return _CHUNK_HEAD.pack(kind, len(payload)) + bytes(payload) + _CRC.pack(crc)
+    return b"".join((_CHUNK_HEAD.pack(kind, len(payload)), payload, _CRC.pack(crc)))
+
+
+def chunk_head(prefix: bytes | memoryview, *, what: str = "chunk", limit: int = MAX_CHUNK_PAYLOAD) -> tuple[bytes, int]:
+    """The type and payload length from a chunk's first :data:`CHUNK_HEAD` bytes, the length checked against ``limit``.
+
+    For a reader that must allocate the payload (a file read record by record), before it does.
+
+    Raises
+    ------
+    FormatError
+        Fewer than :data:`CHUNK_HEAD` bytes, or a length over ``limit``.
+    """
+    if len(prefix) < CHUNK_HEAD:
+        raise FormatError(f"{what} is truncated: {len(prefix)} bytes, a chunk needs at least {CHUNK_OVERHEAD}")
+    kind, size = _CHUNK_HEAD.unpack_from(prefix)
+    if size > limit:
+        raise FormatError(f"{what}: {kind!r} declares {size} bytes, more than the {limit} it may hold")
+    return kind, size
+
+
+def split_chunk(
+    data: bytes | bytearray | memoryview, *, what: str = "record", limit: int = MAX_CHUNK_PAYLOAD
+) -> tuple[bytes, memoryview]:
+    """Check one whole chunk (a live message, or a record read from a file); return its type and payload.
+
+    Parameters
+    ----------
+    data : bytes-like
+        Exactly one chunk.
+    what : str
+        What the chunk is, for error messages.
+    limit : int
+        The largest payload accepted.
+
+    Returns
+    -------
+    (bytes, memoryview)
+        The type and a view of the payload.
+
+    Raises
+    ------
+    FormatError
+        When the chunk is shorter than it says, longer, over ``limit``, or its checksum does not match.
+    """
+    reader = ByteReader(as_bytes_view(data), what)
+    chunk = reader.chunk(limit)
+    reader.expect_end()
+    return chunk.kind, chunk.payload
 
 
 def write_container(magic: bytes, chunks: list[tuple[bytes, bytes | memoryview]]) -> bytes:
@@ -153,8 +255,8 @@ def write_container(magic: bytes, chunks: list[tuple[bytes, bytes | memoryview]]
         The whole container.
     """
     parts = [magic, bytes([FORMAT_VERSION])]
-    parts.extend(_chunk(kind, payload) for kind, payload in chunks)
-    parts.append(_chunk(TAIL, b""))
+    parts.extend(pack_chunk(kind, payload) for kind, payload in chunks)
+    parts.append(pack_chunk(TAIL, b""))
     return b"".join(parts)
 
 
@@ -190,17 +292,10 @@ def read_chunks(data: memoryview, magic: bytes, what: str) -> Iterator[Chunk]:
     while True:
         if reader.remaining < CHUNK_OVERHEAD:
             raise FormatError(f"{what}: truncated (no {TAIL.decode()} chunk)")
-        kind = bytes(reader.take(4))
-        size = reader.u32()
-        if size > reader.remaining - _CRC.size:
-            raise FormatError(f"{what}: chunk {kind!r} declares {size} bytes, only {reader.remaining - 4} remain")
-        payload = reader.take(size)
-        crc = reader.u32()
-        if zlib.crc32(payload, zlib.crc32(kind)) != crc:
-            raise FormatError(f"{what}: chunk {kind!r} fails its CRC-32 check (corrupt data)")
-        if kind == TAIL:
-            if size:
+        chunk = reader.chunk()
+        if chunk.kind == TAIL:
+            if chunk.payload:
                 raise FormatError(f"{what}: {TAIL.decode()} chunk must be empty")
             reader.expect_end()
             return
-        yield Chunk(kind, payload)
+        yield chunk

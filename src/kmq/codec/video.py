@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -12,7 +11,14 @@ from typing import BinaryIO
 import numpy as np
 
 from kmq.codec import entropy
-from kmq.codec.framing import DEFAULT_MAX_PIXELS
+from kmq.codec.framing import (
+    CHUNK_HEAD,
+    CHUNK_OVERHEAD,
+    DEFAULT_MAX_PIXELS,
+    chunk_head,
+    pack_chunk,
+    split_chunk,
+)
 from kmq.errors import FormatError, InputError, LimitError
 
 __all__ = [
@@ -40,9 +46,9 @@ TAG_HEADER = b"KMQV"
 TAG_FRAME = b"KMQF"
 TAG_INDEX = b"KMQI"
 TAG_END = b"KMQE"
-#: Tag, payload length, and the CRC-32 after the payload.
-RECORD_PREFIX = 8
-RECORD_OVERHEAD = 12
+#: A record is a chunk of framing.py: tag and payload length before the payload, CRC-32 after it.
+RECORD_PREFIX = CHUNK_HEAD
+RECORD_OVERHEAD = CHUNK_OVERHEAD
 
 FLAG_KEYFRAME = 1
 FLAG_PALETTE_UPDATE = 2
@@ -53,8 +59,6 @@ _FRAME = struct.Struct("<IqBBH")
 _INDEX_COUNT = struct.Struct("<I")
 _INDEX_ENTRY = struct.Struct("<Iqq")
 _END = struct.Struct("<IIqqq")
-_PREFIX = struct.Struct("<4sI")
-_CRC = struct.Struct("<I")
 #: Size in bytes of the end record that closes a .kmqv file.
 END_RECORD_BYTES = RECORD_OVERHEAD + _END.size
 
@@ -62,39 +66,17 @@ MAX_SIDE = 1 << 16
 #: An index map never needs more than this many bytes per pixel, plus a constant (checked on read).
 _MAX_BYTES_PER_PIXEL = 4
 _MAX_MAP_OVERHEAD = 1 << 16
+#: The stream header's payload is 32 bytes; a reader allocates no more than this for it.
+_MAX_HEADER_PAYLOAD = 1024
 
 
 # ---------------------------------------------------------------- records
 
-
-def pack_record(tag: bytes, payload: bytes) -> bytes:
-    """One record: 4-byte tag, u32 payload length, payload, CRC-32 of the tag and payload.
-
-    The same layout and checksum as the chunks of a .kmq image.
-    """
-    crc = zlib.crc32(payload, zlib.crc32(tag))
-    return b"".join((_PREFIX.pack(tag, len(payload)), payload, _CRC.pack(crc)))
-
-
-def split_record(data: bytes | memoryview, *, what: str = "record") -> tuple[bytes, memoryview]:
-    """Check one whole record (a live message, or a record read from a file); return its tag and payload.
-
-    Raises
-    ------
-    FormatError
-        When the record is shorter than it says, longer, or its checksum does not match.
-    """
-    view = memoryview(data)
-    if len(view) < RECORD_OVERHEAD:
-        raise FormatError(f"{what} is truncated: {len(view)} bytes, a record needs at least {RECORD_OVERHEAD}")
-    tag, length = _PREFIX.unpack_from(view)
-    if len(view) != RECORD_OVERHEAD + length:
-        raise FormatError(f"{what} is {len(view)} bytes but declares a payload of {length} (truncated or padded)")
-    (stored,) = _CRC.unpack_from(view, RECORD_PREFIX + length)
-    payload = view[RECORD_PREFIX : RECORD_PREFIX + length]
-    if zlib.crc32(payload, zlib.crc32(view[:4])) != stored:
-        raise FormatError(f"{what} is damaged: checksum mismatch")
-    return bytes(tag), payload
+#: One record: 4-byte tag, u32 payload length, payload, CRC-32 of the tag and payload (a chunk of
+#: framing.py, the same layout and checksum as the chunks of a .kmq image).
+pack_record = pack_chunk
+#: Check one whole record (a live message, or a record read from a file); return its tag and payload.
+split_record = split_chunk
 
 
 # ---------------------------------------------------------------- stream header
@@ -298,9 +280,7 @@ def parse_frame(record: bytes | memoryview, header: StreamHeader, *, what: str =
     tag = bytes(record[:4])
     if tag != TAG_FRAME:
         raise FormatError(f"{what} has tag {tag!r}, expected {TAG_FRAME!r}")
-    _, payload = split_record(record, what=what)
-    if len(payload) > header.max_payload:
-        raise FormatError(f"{what} is {len(payload)} bytes, more than a frame of this size can need")
+    _, payload = split_record(record, what=what, limit=header.max_payload)
     if len(payload) < _FRAME.size:
         raise FormatError(f"{what} is truncated ({len(payload)} bytes)")
     number, pts, flags, reserved, size = _FRAME.unpack_from(payload)
@@ -606,11 +586,7 @@ class KmqvReader:
         first = stream.read(RECORD_PREFIX)
         if len(first) < 4 or first[:4] != TAG_HEADER:
             raise FormatError(f"{name} is not a .kmqv file (no KMQV header)")
-        if len(first) < RECORD_PREFIX:
-            raise FormatError(f"{name} is truncated inside its header")
-        _, length = _PREFIX.unpack(first)
-        if length > 1024:
-            raise FormatError(f"{name}: stream header declares {length} bytes")
+        _, length = chunk_head(first, what=f"{name}: stream header", limit=_MAX_HEADER_PAYLOAD)
         record = first + stream.read(length + 4)
         self.header = StreamHeader.from_bytes(record, max_pixels=max_pixels)
         self.data_offset = len(record)
@@ -687,13 +663,15 @@ class KmqvReader:
                 raise _DamagedRecord(offset, "is missing: the file ends there, without its keyframe index (cut short)")
             if len(prefix) < RECORD_PREFIX:
                 raise _DamagedRecord(offset, "is truncated")
-            tag, length = _PREFIX.unpack(prefix)
+            tag = prefix[:4]
             if tag in (TAG_INDEX, TAG_END):
                 return
             if tag != TAG_FRAME:
                 raise _DamagedRecord(offset, f"is damaged (unknown tag {tag!r})")
-            if length > limit:
-                raise _DamagedRecord(offset, f"is damaged (declares {length} bytes)")
+            try:
+                _, length = chunk_head(prefix, what="frame packet", limit=limit)
+            except FormatError as exc:
+                raise _DamagedRecord(offset, f"is damaged ({exc})") from None
             rest = self.stream.read(length + 4)
             if len(rest) < length + 4:
                 raise _DamagedRecord(offset, "is truncated")
