@@ -7,7 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kmq.codec.entropy import BLOCK_SIZE, decode_index_map, default_stripe_rows, encode_index_map
+from kmq.codec.entropy import (
+    BLOCK_SIZE,
+    MAX_STRIPES,
+    block_row_tops,
+    decode_index_map,
+    default_stripe_rows,
+    encode_index_map,
+)
 from kmq.errors import FormatError, InputError, LimitError
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -74,6 +81,20 @@ def test_large_maps_are_split_into_stripes_of_at_least_a_quarter_megapixel():
     rows = default_stripe_rows(1920, 1080)
     assert 1 < -(-1080 // rows) <= 8
     assert rows * 1920 >= 1 << 18
+
+
+@pytest.mark.parametrize(
+    "width, height", [(1920, 1080), (1280, 720), (3840, 2160), (1000, 700), (800, 700), (100_000, 7), (4096, 17), (9, 9)]
+)
+def test_default_stripes_are_whole_blocks_so_blocks_tile_the_frame_from_its_top(width, height):
+    rows = default_stripe_rows(width, height)
+    assert rows == height or rows % BLOCK_SIZE == 0
+    assert 1 <= -(-height // rows) <= MAX_STRIPES
+    assert block_row_tops(height, rows).tolist() == [*range(0, height, BLOCK_SIZE), height]
+
+
+def test_block_rows_restart_at_each_stripe_top():
+    assert block_row_tops(50, 20).tolist() == [0, 16, 20, 36, 40, 50]
 
 
 def test_multi_stripe_map_round_trips():

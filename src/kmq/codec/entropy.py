@@ -15,7 +15,7 @@ import numpy as np
 from kmq.codec.framing import DEFAULT_MAX_PIXELS, ByteReader, as_bytes_view, check_pixel_count
 from kmq.errors import FormatError, InputError
 
-__all__ = ["encode_index_map", "decode_index_map", "index_bits", "default_stripe_rows", "BLOCK_SIZE"]
+__all__ = ["encode_index_map", "decode_index_map", "index_bits", "default_stripe_rows", "block_row_tops", "BLOCK_SIZE"]
 
 BLOCK_SIZE = 16
 """Side of the square blocks whose "unchanged since the previous frame" flag inter coding sends."""
@@ -275,12 +275,39 @@ def index_bits(k: int) -> int:
 
 
 def default_stripe_rows(width: int, height: int) -> int:
-    """Rows per independently coded stripe: one stripe per 2**18 pixels or so, at most 64.
+    """Rows per independently coded stripe: one stripe per 2**18 pixels or so, at most 64, whole blocks.
 
-    A function of the size only, so the same map always gives the same bytes on any machine.
+    The rows are a multiple of :data:`BLOCK_SIZE` (or the whole height), so the 16×16 blocks of
+    inter coding, which restart at each stripe's top, fall on the same rows as blocks counted from
+    the top of the frame; only the last stripe may end with a short block row. A function of the
+    size only, so the same map always gives the same bytes on any machine.
+
+    Examples
+    --------
+    >>> default_stripe_rows(768, 512), default_stripe_rows(1280, 720), default_stripe_rows(1920, 1080)
+    (512, 240, 160)
     """
     stripes = min(MAX_STRIPES, height, max(1, (width * height) // STRIPE_PIXELS))
-    return -(-height // stripes)
+    rows = -(-height // stripes)
+    return min(height, -(-rows // BLOCK_SIZE) * BLOCK_SIZE)
+
+
+def block_row_tops(height: int, stripe_rows: int) -> np.ndarray:
+    """First row of each row of inter coding's blocks, counted from each stripe's top, then ``height``.
+
+    The rows an encoder must decide block by block to match the coder's "unchanged" flags.
+
+    Examples
+    --------
+    >>> block_row_tops(40, 24).tolist()
+    [0, 16, 24, 40]
+    """
+    tops = [
+        block_top
+        for stripe_top in range(0, height, stripe_rows)
+        for block_top in range(stripe_top, min(stripe_top + stripe_rows, height), BLOCK_SIZE)
+    ]
+    return np.array([*tops, height], np.int64)
 
 
 @functools.cache

@@ -247,7 +247,8 @@ class VideoEncoder:
         self._coarse: np.ndarray | None = None
         self._distortion: float | None = None
         self._offsets = np.zeros((8, 8), np.int16)
-        self._band_tops = _block_rows(width, height)
+        self._stripe_rows = entropy.default_stripe_rows(width, height)
+        self._band_tops = entropy.block_row_tops(height, self._stripe_rows)
 
     @classmethod
     def for_source(cls, info: Any, **settings: Any) -> VideoEncoder:
@@ -328,7 +329,9 @@ class VideoEncoder:
         if refit and self.dither == "ordered":
             self._offsets = _bayer_offsets(palette)
         indices, squared_error, changed_pixels = self._map(frame, palette, None if keyframe else self._indices)
-        index_data = entropy.encode_index_map(indices, len(palette), previous=None if keyframe else self._indices)
+        index_data = entropy.encode_index_map(
+            indices, len(palette), previous=None if keyframe else self._indices, stripe_rows=self._stripe_rows
+        )
         packet = pack_frame(number, pts, keyframe=keyframe, palette=palette, changed=changed, index_data=index_data)
 
         samples = header.pixels * header.channels
@@ -448,15 +451,6 @@ class VideoEncoder:
         if dithered:
             squared_error = _squared_error(frame, palette_int, indices)
         return indices, float(squared_error.sum()), int(changed_pixels.sum())
-
-
-def _block_rows(width: int, height: int) -> np.ndarray:
-    """First row of each row of 16×16 blocks as the index coder counts them (from each stripe's top), and the end."""
-    stripe = entropy.default_stripe_rows(width, height)
-    tops = []
-    for start in range(0, height, stripe):
-        tops.extend(range(start, min(start + stripe, height), entropy.BLOCK_SIZE))
-    return np.array(tops + [height], np.int64)
 
 
 @functools.cache
