@@ -131,6 +131,19 @@ def test_two_viewers_play_at_once_one_decoding_in_a_worker_one_on_the_page(brows
     assert shots[0]["pixels"] != "" and shots[1]["pixels"] != ""
 
 
+def test_the_player_decodes_on_the_page_when_its_worker_cannot_start(browser, live):  # noqa: F811
+    page = browser.new_page(bypass_csp=True)
+    page.route("**/static/decode-worker.js", lambda route: route.fulfill(status=404, body="gone"))
+    try:
+        page.goto(f"http://127.0.0.1:{live.port}/")
+        wait_until(page, "window.kmqStats && window.kmqStats.framesDecoded >= 10")
+        after = stats(page)
+        assert after["state"] == "playing"
+        assert "decoding on the page" in after["lastError"]
+    finally:
+        page.close()
+
+
 def test_a_viewer_throttled_to_a_crawl_does_not_slow_the_browser_viewer(browser, live):  # noqa: F811
     crawler = RawViewer(live.port, receive_buffer=4096)
     crawler_id = max(viewer_stats(live.wait_for(lambda s: s["viewers"]["count"] >= 1, "viewers")))

@@ -251,13 +251,25 @@ export class DecoderStage {
         decoder.onmessage = ({ data }) => this.answered(data);
         decoder.onerror = (event) => {
           event.preventDefault();
-          this.destination.error(`decoder worker failed: ${event.message || 'unknown error'}`);
+          this.workerFailed(event.message || 'unknown error');
         };
       } else {
         decoder = new InlineDecoder((answer) => this.answered(answer));
       }
       this.decoders.push(decoder);
     }
+  }
+
+  /** A worker could not run (its script failed to load, say): decode on the page from now on. */
+  workerFailed(message) {
+    if (this.destroyed || !this.useWorkers) return;
+    for (const decoder of this.decoders) decoder.terminate();
+    this.decoders = [];
+    this.useWorkers = false;
+    const frame = this.inflight;
+    this.inflight = null;
+    this.failed(`decoder worker failed (${message}); decoding on the page instead`, frame ? [frame.packet.number] : []);
+    this.pump();
   }
 
   buffer(size) {
