@@ -15,7 +15,18 @@ import numpy as np
 from kmq.codec.framing import DEFAULT_MAX_PIXELS, ByteReader, as_bytes_view, check_pixel_count
 from kmq.errors import FormatError, InputError
 
-__all__ = ["encode_index_map", "decode_index_map", "index_bits", "default_stripe_rows", "block_row_tops", "BLOCK_SIZE"]
+__all__ = [
+    "encode_index_map",
+    "decode_index_map",
+    "encode_padded_map",
+    "decode_padded_map",
+    "padded_map",
+    "map_view",
+    "index_bits",
+    "default_stripe_rows",
+    "block_row_tops",
+    "BLOCK_SIZE",
+]
 
 BLOCK_SIZE = 16
 """Side of the square blocks whose "unchanged since the previous frame" flag inter coding sends."""
@@ -321,10 +332,33 @@ def _map_stripes(function, stripes):
     return list(_thread_pool().map(lambda stripe: function(*stripe), stripes))
 
 
+def padded_map(height: int, width: int) -> np.ndarray:
+    """Zeros in the shape the coder works on: a height × width map (:func:`map_view`) and its margins.
+
+    The margins (two columns on the left, one on the right, one row below) stay zero: they stand
+    for the pixels outside the map. A caller that writes its map straight into one of these (as
+    the video encoder does) hands it to :func:`encode_padded_map` without a copy.
+
+    Examples
+    --------
+    >>> padded = padded_map(2, 3)
+    >>> map_view(padded)[:] = [[1, 2, 3], [4, 5, 6]]
+    >>> padded
+    array([[0, 0, 1, 2, 3, 0],
+           [0, 0, 4, 5, 6, 0],
+           [0, 0, 0, 0, 0, 0]], dtype=uint8)
+    """
+    return np.zeros((height + 1, width + _PAD_LEFT + 1), np.uint8)
+
+
+def map_view(padded: np.ndarray) -> np.ndarray:
+    """The height × width map inside a :func:`padded_map` (a view: writing one writes the other)."""
+    return padded[:-1, _PAD_LEFT:-1]
+
+
 def _padded(indices: np.ndarray) -> np.ndarray:
-    height, width = indices.shape
-    frame = np.zeros((height + 1, width + _PAD_LEFT + 1), np.uint8)
-    frame[:height, _PAD_LEFT : _PAD_LEFT + width] = indices
+    frame = padded_map(*indices.shape)
+    map_view(frame)[...] = indices
     return frame
 
 
@@ -400,20 +434,63 @@ def encode_index_map(
         stripe_rows = default_stripe_rows(width, height)
     if not isinstance(stripe_rows, (int, np.integer)) or not 1 <= stripe_rows <= height:
         raise InputError(f"stripe_rows must be an integer in 1..{height}, got {stripe_rows!r}")
-    stripe_rows = int(stripe_rows)
+    return encode_padded_map(_padded(indices), k, _padded(previous) if inter else None, stripe_rows=int(stripe_rows))
+
+
+def encode_padded_map(
+    frame: np.ndarray,
+    k: int,
+    reference: np.ndarray | None = None,
+    *,
+    stripe_rows: int,
+    buffers: list[np.ndarray] | None = None,
+) -> bytes:
+    """:func:`encode_index_map` of a map already in a :func:`padded_map`, trusting it: nothing is scanned or copied.
+
+    For callers that check their maps once and write each one straight into a padded map, as the
+    video encoder does; frame t's padded map is then frame t+1's ``reference`` as it is.
+
+    Parameters
+    ----------
+    frame : ndarray of uint8
+        A :func:`padded_map` holding the map: every index below ``k``, the margins zero.
+    k : int
+        Palette size, 1..256.
+    reference : ndarray of uint8, optional
+        The previous frame's padded map, same shape; given, the map is inter coded.
+    stripe_rows : int
+        Rows per stripe, 1..height.
+    buffers : list of ndarray, optional
+        The coder's output buffers, kept by the caller between calls: one per stripe, replaced
+        by a larger one when a stripe needs more, so that a sequence of frames reuses them.
+
+    Returns
+    -------
+    bytes
+        The same bytes :func:`encode_index_map` gives for the map inside ``frame``.
+    """
+    height = frame.shape[0] - 1
+    width = frame.shape[1] - _PAD_LEFT - 1
+    inter = reference is not None
     bits = index_bits(k)
-    frame = _padded(indices)
-    reference = _padded(previous) if inter else frame
+    tops = range(0, height, stripe_rows)
+    if buffers is None:
+        buffers = []
+    while len(buffers) < len(tops):
+        buffers.append(np.empty(max(64, stripe_rows * width // 4), np.uint8))
 
-    def encode(top: int) -> tuple[np.ndarray, int]:
+    def encode(stripe: int) -> int:
+        top = tops[stripe]
         bottom = min(top + stripe_rows, height)
-        first_guess = np.empty(max(64, (bottom - top) * width // 4), np.uint8)
-        return _encode_stripe(first_guess, frame, reference, inter, k, bits, top, bottom)
+        buffers[stripe], size = _encode_stripe(
+            buffers[stripe], frame, reference if inter else frame, inter, k, bits, top, bottom
+        )
+        return size
 
-    streams = _map_stripes(encode, [(top,) for top in range(0, height, stripe_rows)])
+    sizes = _map_stripes(encode, [(stripe,) for stripe in range(len(tops))])
     header = bytes([MODE_INTER if inter else MODE_INTRA]) + stripe_rows.to_bytes(4, "little")
-    lengths = b"".join(int(size).to_bytes(4, "little") for _, size in streams[:-1])
-    return header + lengths + b"".join(buf[:size].tobytes() for buf, size in streams)
+    lengths = b"".join(int(size).to_bytes(4, "little") for size in sizes[:-1])
+    return b"".join((header, lengths, *(buffers[stripe][:size] for stripe, size in enumerate(sizes))))
 
 
 def decode_index_map(
@@ -454,39 +531,75 @@ def decode_index_map(
     """
     k = _check_k(k)
     check_pixel_count(width, height, max_pixels)
-    reader = ByteReader(as_bytes_view(data), "index data")
-    mode = reader.u8()
-    if mode not in (MODE_INTRA, MODE_INTER):
-        raise FormatError(f"index data: unknown coding mode {mode}")
-    inter = mode == MODE_INTER
-    if inter and previous is None:
-        raise FormatError("index data is inter coded: the previous frame is needed to decode it")
-    stripe_rows = reader.u32()
-    if not 1 <= stripe_rows <= height:
-        raise FormatError(f"index data: stripe height {stripe_rows} outside 1..{height}")
-    tops = range(0, height, stripe_rows)
-    lengths = [reader.u32() for _ in tops[:-1]]
-    streams = [reader.take(size) for size in lengths]
-    streams.append(reader.rest())
+    inter, stripe_rows, streams = _split_stripes(data, height, have_previous=previous is not None)
+    reference = None
     if inter:
         previous = _check_map(previous, k, "previous")
         if previous.shape != (height, width):
             raise InputError(f"previous has shape {previous.shape}, expected {(height, width)}")
         reference = _padded(previous)
-        frame = reference.copy()
-    else:
-        frame = reference = np.zeros((height + 1, width + _PAD_LEFT + 1), np.uint8)
+    return np.ascontiguousarray(map_view(_decode_stripes(streams, stripe_rows, width, height, k, reference)))
 
+
+def decode_padded_map(
+    data: bytes | bytearray | memoryview, width: int, height: int, k: int, reference: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`decode_index_map` into a new :func:`padded_map`, trusting ``reference`` (the previous one it returned).
+
+    For the video decoder: the padded map it gets back is the next frame's ``reference`` as it
+    is, and :func:`map_view` gives the frame's indices without a copy. The data is checked as by
+    :func:`decode_index_map`; ``width``, ``height`` and ``k`` must already be checked.
+
+    Raises
+    ------
+    FormatError
+        Corrupt or truncated data, or inter-coded data without ``reference``.
+    """
+    inter, stripe_rows, streams = _split_stripes(data, height, have_previous=reference is not None)
+    return _decode_stripes(streams, stripe_rows, width, height, k, reference if inter else None)
+
+
+def _split_stripes(
+    data: bytes | bytearray | memoryview, height: int, *, have_previous: bool
+) -> tuple[bool, int, list[memoryview]]:
+    """Mode, stripe height and each stripe's stream, every length checked against the data."""
+    reader = ByteReader(as_bytes_view(data), "index data")
+    mode = reader.u8()
+    if mode not in (MODE_INTRA, MODE_INTER):
+        raise FormatError(f"index data: unknown coding mode {mode}")
+    inter = mode == MODE_INTER
+    if inter and not have_previous:
+        raise FormatError("index data is inter coded: the previous frame is needed to decode it")
+    stripe_rows = reader.u32()
+    if not 1 <= stripe_rows <= height:
+        raise FormatError(f"index data: stripe height {stripe_rows} outside 1..{height}")
+    stripes = -(-height // stripe_rows)
+    lengths = [reader.u32() for _ in range(stripes - 1)]
+    streams = [reader.take(size) for size in lengths]
+    streams.append(reader.rest())
+    return inter, stripe_rows, streams
+
+
+def _decode_stripes(
+    streams: list[memoryview], stripe_rows: int, width: int, height: int, k: int, reference: np.ndarray | None
+) -> np.ndarray:
+    """Decode each stripe's stream into a new padded map (inter when ``reference`` is given)."""
+    inter = reference is not None
+    # Inter decoding starts from a copy of the previous map, so unchanged blocks need no work.
+    frame = reference.copy() if inter else padded_map(height, width)
     bits = index_bits(k)
+    tops = range(0, height, stripe_rows)
 
     def decode(top: int, stream: memoryview) -> int:
         # A writable copy: the kernel shares its code with the encoder, which writes its buffer.
         bottom = min(top + stripe_rows, height)
-        return len(stream) - _decode_stripe(np.array(stream, np.uint8), frame, reference, inter, k, bits, top, bottom)
+        return len(stream) - _decode_stripe(
+            np.array(stream, np.uint8), frame, reference if inter else frame, inter, k, bits, top, bottom
+        )
 
     unread = _map_stripes(decode, list(zip(tops, streams)))
     for top, left_over in zip(tops, unread):
         if left_over:
             problem = "ends early" if left_over < 0 else f"has {left_over} bytes left over"
             raise FormatError(f"index data: the stripe at row {top} {problem} (corrupt data)")
-    return np.ascontiguousarray(frame[:height, _PAD_LEFT : _PAD_LEFT + width])
+    return frame

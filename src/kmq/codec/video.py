@@ -385,7 +385,7 @@ class VideoDecoder:
         self.max_pixels = max_pixels
         self.header: StreamHeader | None = None
         self._palette: np.ndarray | None = None
-        self._indices: np.ndarray | None = None
+        self._padded: np.ndarray | None = None  # the last frame's map in the coder's layout
         self._number = -1
         if header is not None:
             self.read_header(header)
@@ -401,7 +401,7 @@ class VideoDecoder:
     def reset(self) -> None:
         """Forget the previous frame; the next packet must be a keyframe (after a seek or a gap)."""
         self._palette = None
-        self._indices = None
+        self._padded = None
         self._number = -1
 
     def feed(self, record: bytes | memoryview) -> DecodedFrame | None:
@@ -432,7 +432,7 @@ class VideoDecoder:
     @property
     def ready(self) -> bool:
         """Whether a delta frame can be decoded now (a keyframe was decoded since the last reset)."""
-        return self._indices is not None
+        return self._padded is not None
 
     def decode(self, packet: bytes | memoryview | FramePacket, *, what: str | None = None) -> DecodedFrame:
         """Decode one frame packet.
@@ -452,7 +452,7 @@ class VideoDecoder:
             palette = packet.palette_colors.copy()
             previous = None
         else:
-            if self._indices is None or self._palette is None:
+            if self._padded is None or self._palette is None:
                 raise FormatError(f"{what} is a delta frame and needs the frame before it (start at a keyframe)")
             if packet.number != self._number + 1:
                 raise FormatError(f"{what} follows frame {self._number}: a frame is missing")
@@ -460,17 +460,21 @@ class VideoDecoder:
                 raise FormatError(f"{what} changes the palette size without a keyframe")
             palette = self._palette.copy()
             palette[packet.palette_entries] = packet.palette_colors
-            previous = self._indices
+            previous = self._padded
         try:
-            indices = entropy.decode_index_map(
-                bytes(packet.index_data), header.width, header.height, packet.palette_size, previous=previous
+            # The decoded padded map is the next frame's reference as it is: no checks or copies
+            # of the previous frame (this decoder made it).
+            padded = entropy.decode_padded_map(
+                packet.index_data, header.width, header.height, packet.palette_size, previous
             )
         except FormatError as exc:
             raise FormatError(f"{what}: {exc}") from None
         except (ValueError, IndexError) as exc:
             raise FormatError(f"{what}: index map is damaged ({exc})") from None
+        indices = entropy.map_view(padded)
+        indices.flags.writeable = False  # the next frame's reference: callers read it, never change it
         self._palette = palette
-        self._indices = indices
+        self._padded = padded
         self._number = packet.number
         return DecodedFrame(
             number=packet.number,

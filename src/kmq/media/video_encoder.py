@@ -241,7 +241,12 @@ class VideoEncoder:
         self._keyframe_requested = True
         self._palette: np.ndarray | None = None  # float centroids, carried between frames
         self._sent: np.ndarray | None = None  # the uint8 palette the decoder holds
-        self._indices: np.ndarray | None = None
+        # This frame's indices are written straight into a new padded map (the coder's layout),
+        # which is then the next frame's reference: no per-frame checks, scans or copies.
+        self._padded: np.ndarray | None = None
+        self._indices: np.ndarray | None = None  # the map inside self._padded
+        self._coder_buffers: list[np.ndarray] = []
+        self._bin_tables: np.ndarray | None = None
         self._since_keyframe = 0
         self._last_pts: int | None = None
         self._coarse: np.ndarray | None = None
@@ -328,15 +333,22 @@ class VideoEncoder:
         palette, changed = self._palette_to_send(fit.palette, keyframe)
         if refit and self.dither == "ordered":
             self._offsets = _bayer_offsets(palette)
-        indices, squared_error, changed_pixels = self._map(frame, palette, None if keyframe else self._indices)
-        index_data = entropy.encode_index_map(
-            indices, len(palette), previous=None if keyframe else self._indices, stripe_rows=self._stripe_rows
+        padded = entropy.padded_map(header.height, header.width)
+        indices = entropy.map_view(padded)
+        squared_error, changed_pixels = self._map(frame, palette, indices, None if keyframe else self._indices)
+        index_data = entropy.encode_padded_map(
+            padded,
+            len(palette),
+            None if keyframe else self._padded,
+            stripe_rows=self._stripe_rows,
+            buffers=self._coder_buffers,
         )
         packet = pack_frame(number, pts, keyframe=keyframe, palette=palette, changed=changed, index_data=index_data)
 
         samples = header.pixels * header.channels
         self._palette = fit.palette
         self._sent = palette
+        self._padded = padded
         self._indices = indices
         self._coarse = coarse
         self._distortion = (
@@ -383,7 +395,9 @@ class VideoEncoder:
             return build_histogram(frame)
         step = max(2, round(math.sqrt(pixels / _SAMPLE_ABOVE)))
         if frame.shape[2] == 3:
-            return _sampled_histogram(frame, step)
+            if self._bin_tables is None:
+                self._bin_tables = _bin_tables()
+            return _sampled_histogram(frame, step, self._bin_tables)
         sample = np.ascontiguousarray(frame[::step, ::step])
         return histogram_of_rows(sample.reshape(-1, frame.shape[2]), 5, sample.shape)
 
@@ -419,9 +433,12 @@ class VideoEncoder:
         return palette, moved
 
     def _map(
-        self, frame: np.ndarray, palette: np.ndarray, previous: np.ndarray | None
-    ) -> tuple[np.ndarray, float, int]:
-        """Indices for this frame, with the previous frame's kept where they are nearly as good."""
+        self, frame: np.ndarray, palette: np.ndarray, indices: np.ndarray, previous: np.ndarray | None
+    ) -> tuple[float, int]:
+        """Write this frame's ``indices``, keeping the previous frame's where they are nearly as good.
+
+        Returns the squared error and the number of pixels whose index changed.
+        """
         palette_int = palette.astype(np.int32)
         sent = self._sent
         if sent is None or sent.shape != palette.shape:
@@ -432,7 +449,6 @@ class VideoEncoder:
                 self._nearest[:] = -1
             else:
                 _update_nearest(self._nearest, palette_int, changed, TABLE_BITS)
-        indices = np.empty(frame.shape[:2], np.uint8)
         has_previous = previous is not None
         dithered = self.dither == "ordered"
         targets = _dithered(frame, self._offsets) if dithered else frame
@@ -450,7 +466,7 @@ class VideoEncoder:
         _in_parallel(map_bands, bands)
         if dithered:
             squared_error = _squared_error(frame, palette_int, indices)
-        return indices, float(squared_error.sum()), int(changed_pixels.sum())
+        return float(squared_error.sum()), int(changed_pixels.sum())
 
 
 @functools.cache
@@ -546,10 +562,19 @@ def _bin_sample(frame, step, first, last, totals):
 
 
 @numba.njit(cache=True, nogil=True)
-def _used_bins(totals):
-    """The non-empty bins of merged totals, in key order: counts, colour sums, squared norms, purity."""
+def _used_bins(tables):
+    """The non-empty bins of the threads' tables added up, in key order: counts, colour sums, squared norms, purity.
+
+    The tables are left all zero, ready for the next frame.
+    """
+    totals = tables[0]
     used = 0
     for key in range(totals.shape[0]):
+        for worker in range(1, tables.shape[0]):
+            if tables[worker, key, 0]:
+                for field in range(5):
+                    totals[key, field] += tables[worker, key, field]
+                    tables[worker, key, field] = 0
         if totals[key, 0]:
             used += 1
     counts = np.empty(used)
@@ -569,21 +594,32 @@ def _used_bins(totals):
         squared[i] = totals[key, 4]
         # n·Σ|x|² = |Σx|² exactly when every colour in the bin is the same (Cauchy–Schwarz).
         pure[i] = count * totals[key, 4] == square_of_sum
+        for field in range(5):
+            totals[key, field] = 0
         i += 1
     return counts, sums, squared, pure
 
 
-def _sampled_histogram(frame: np.ndarray, step: int) -> Histogram:
+def _bin_tables() -> np.ndarray:
+    """Zeroed per-thread tables for :func:`_sampled_histogram`, kept by an encoder from frame to frame."""
+    return np.zeros((_WORKERS, 1 << (3 * HISTOGRAM_BITS), 5), np.int64)
+
+
+def _sampled_histogram(frame: np.ndarray, step: int, tables: np.ndarray) -> Histogram:
     """A :class:`Histogram` (HISTOGRAM_BITS bins, exact sums) of every ``step``-th pixel of every ``step``-th row.
 
-    Each thread totals its own rows into its own table; the tables are added in key order, so the
-    result does not depend on the number of threads.
+    Each thread totals its own rows into its own table of ``tables`` (from :func:`_bin_tables`,
+    all zero, and left so); the tables are added in key order, so the result does not depend on
+    the number of threads.
     """
     rows = -(-frame.shape[0] // step)
     columns = -(-frame.shape[1] // step)
-    tables = np.zeros((_WORKERS, 1 << (3 * HISTOGRAM_BITS), 5), np.int64)
-    _in_parallel(lambda worker, first, last: _bin_sample(frame, step, first, last, tables[worker]), rows)
-    counts, sums, squared, pure = _used_bins(tables.sum(axis=0))
+    try:
+        _in_parallel(lambda worker, first, last: _bin_sample(frame, step, first, last, tables[worker]), rows)
+        counts, sums, squared, pure = _used_bins(tables)
+    except BaseException:
+        tables[...] = 0
+        raise
     return Histogram(
         colors=sums / counts[:, None],
         counts=counts,
