@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_MEDIA = REPO.parent / "shared" / "media"
+# The real video clip lives beside the repository (../shared/media); KMQ_MEDIA names another folder.
+SHARED_MEDIA = Path(os.environ.get("KMQ_MEDIA") or REPO.parent / "shared" / "media")
 
 
 def _grace_hopper() -> np.ndarray:
@@ -91,7 +92,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess, folder: Path, bef
 
 @pytest.fixture(scope="session")
 def shared_clip() -> Path:
-    """The real video clip in ../shared/media, or a skip with the reason."""
+    """The real video clip in ../shared/media (or $KMQ_MEDIA), or a skip with the reason."""
     clip = SHARED_MEDIA / "bbb-480p-10s.mp4"
     if not clip.is_file():
         pytest.skip(f"shared media clip not present at {clip}")

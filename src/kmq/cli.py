@@ -819,9 +819,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``kmq`` command; return its exit code (0 ok, 1 failed while working, 2 bad input)."""
+    """Run the ``kmq`` command; return its exit code (0 ok, 1 failed while working, 2 bad input).
+
+    With ``argv`` None (the command itself, arguments from ``sys.argv``) the process is taken to
+    end when this returns: see :mod:`kmq._startup` for what start-up and exit then skip.
+    """
+    from kmq._startup import freeze_for_exit, load_numba_without_blas
     from kmq.errors import KmqError
 
+    whole_process = argv is None
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser()
@@ -829,6 +835,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return EXIT_BAD_INPUT
+        if whole_process:
+            load_numba_without_blas()
         return int(args.run(args))
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -849,6 +857,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        if whole_process:
+            freeze_for_exit()
 
 
 if __name__ == "__main__":
