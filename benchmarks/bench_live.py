@@ -10,7 +10,8 @@ across a real photograph, so every pixel moves) and the shared clip
    the source dropped because the encoder was behind, the encode rate, the CPU the server used;
 2. with one headless Chromium page (Debian's /usr/bin/chromium, driven by Playwright) on the
    same machine: the same, what the page decoded, and the end-to-end latency read in the page
-   (capture time to the frame being painted);
+   (capture time to the frame being painted), and where it goes: the page times each frame's
+   steps (encoded, received, decoding started, decoded, painted) against the capture time;
 3. for the clip, with ``--viewers`` WebSocket viewers in another process that receive and
    acknowledge every frame without decoding it (what serving them costs the server), and with
    ``--viewers`` Chromium pages (what they cost when they share the server's cores).
@@ -163,6 +164,7 @@ class Viewers:
         rows = []
         for index, page in enumerate(self.pages):
             end = self.snapshot(page)
+            steps = page.evaluate("() => window.kmqPlayer.latencySteps()")
             start = self.start[index]
             samples = np.array(self.latencies[index]) if self.latencies[index] else np.array([np.nan])
             rows.append(
@@ -174,6 +176,7 @@ class Viewers:
                     "latency_p50_ms": float(np.nanpercentile(samples, 50)),
                     "latency_p95_ms": float(np.nanpercentile(samples, 95)),
                     "latency_samples": int(np.isfinite(samples).sum()),
+                    "latency_steps": steps,
                     "kbit_s": (end["bytesReceived"] - start["bytesReceived"]) * 8 / seconds / 1000,
                 }
             )
@@ -283,6 +286,7 @@ def watch_phase(server: Server, browser, kind: str, viewers: int, seconds: float
         "stream_kbit_s": encoded_bytes * 8 / elapsed / 1000,
         "bytes_per_frame": encoded_bytes / max(frames, 1),
         "keyframes": after["encoder"]["keyframes"] - before["encoder"]["keyframes"],
+        "capture_to_encode_ms": after["encoder"]["capture_to_encode_ms"],
         "pages": rows,
     }
 
@@ -394,6 +398,37 @@ def kbit(bytes_per_frame: float) -> str:
     return f"{bytes_per_frame * 8 * FPS / 1000:.0f}"
 
 
+#: The steps of a frame's way from capture to paint, as the page measures them (player.js).
+LATENCY_STEPS = (
+    ("encoded", "capture to encoded (waiting for the encoder, encoding)"),
+    ("received", "encoded to received (viewer queue, frames in flight, socket)"),
+    ("decodeStarted", "received to decoding (the page's queue)"),
+    ("decoded", "decoding (stripes in the worker)"),
+    ("painted", "decoded to painted (next animation frame)"),
+)
+
+
+def latency_steps(runs: list[dict]) -> None:
+    """Where the latency of the one-page phases goes, step by step (medians over runs of p50 and p95)."""
+    phases = [(source, "1_viewers") for source in ("testsrc", "clip")]
+    print("\nwhere the latency goes with one page (ms from the step before, p50 / p95 over the last 300 frames):")
+    print(f"  {'step':62}" + "".join(f"{source:>16}" for source, _ in phases))
+    for step, label in LATENCY_STEPS:
+        cells = ""
+        for source, phase in phases:
+            p50, p95 = (
+                statistics.median(run[source][phase]["pages"][0]["latency_steps"][step][key] or np.nan for run in runs)
+                for key in ("p50", "p95")
+            )
+            cells += f"{p50:>9.1f} /{p95:>5.0f}"
+        print(f"  {label:62}{cells}")
+    cells = ""
+    for source, phase in phases:
+        waits = [run[source][phase]["capture_to_encode_ms"] for run in runs]
+        cells += f"{statistics.median(w['p50'] for w in waits):>9.1f} /{statistics.median(w['p95'] for w in waits):>5.0f}"
+    print(f"  {'  of the first: capture to encoding (server)':62}{cells}")
+
+
 def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
     table = summarise(runs)
     columns = [
@@ -430,6 +465,7 @@ def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
         print(f"{label:26}{cells}   {target}")
     print(f"('{viewers} ws': {viewers} WebSocket viewers in another process that receive and acknowledge every frame"
           " without decoding it; 'page': Chromium pages on the same 2 cores as the server)")
+    latency_steps(runs)
     raw = SIZE[0] * SIZE[1] * 3
     bandwidth = extra["bandwidth"]
     live_bytes = table["clip/1_viewers"]["bytes_per_frame"]

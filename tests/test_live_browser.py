@@ -94,6 +94,22 @@ def test_the_page_plays_and_frames_decoded_grows(browser, live):  # noqa: F811
         page.close()
 
 
+def test_the_player_says_where_each_frames_latency_goes_step_by_step(browser, live):  # noqa: F811
+    page = open_player(browser, f"http://127.0.0.1:{live.port}/")
+    try:
+        wait_until(page, "window.kmqStats && window.kmqStats.framesRendered >= 20")
+        steps = page.evaluate("() => window.kmqPlayer.latencySteps()")
+        latency = stats(page)["latencyP50Ms"]
+        assert list(steps) == ["encoded", "received", "decodeStarted", "decoded", "painted"]
+        for step, figures in steps.items():
+            # Server and page read the same wall clock; a millisecond of slack for its rounding.
+            assert -1 <= figures["p50"] <= figures["p95"] <= 10_000, step
+        assert steps["encoded"]["p50"] > 0 and steps["decoded"]["p50"] > 0
+        assert sum(figures["p50"] for figures in steps.values()) <= 3 * latency
+    finally:
+        page.close()
+
+
 def test_the_canvas_shows_exactly_the_frame_the_python_decoder_makes(browser, live):  # noqa: F811
     page = open_player(browser, f"http://127.0.0.1:{live.port}/")
     try:

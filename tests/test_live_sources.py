@@ -30,6 +30,19 @@ def test_the_mailbox_keeps_the_newest_frames_and_counts_the_dropped():
     assert mailbox.get() is None and mailbox.closed
 
 
+def test_the_encoder_side_takes_the_newest_frame_and_counts_the_ones_passed_over():
+    mailbox = FrameMailbox(depth=3)
+    for number in range(3):
+        mailbox.put(capture(number))
+    assert mailbox.newest(0).number == 2
+    assert (mailbox.produced, mailbox.dropped) == (3, 2)
+    assert mailbox.newest(0.01) is None  # nothing older is left behind
+    mailbox.put(capture(3))
+    assert mailbox.newest(0).number == 3 and mailbox.dropped == 2
+    mailbox.close()
+    assert mailbox.newest() is None
+
+
 def test_the_test_pattern_is_photographic_and_moves(photo):
     pattern = TestPattern(160, 90, photo=photo)
     first, later = pattern.frame(0.0), pattern.frame(0.5)

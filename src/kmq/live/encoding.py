@@ -25,9 +25,9 @@ LIVE_TIME_BASE = Fraction(1, 1_000_000)
 class LiveEncoder:
     """Encodes a live source frame by frame and hands each packet to ``publish``.
 
-    The encoder never waits for viewers: ``publish`` only schedules delivery. When encoding is
-    slower than the source, the source's mailbox drops frames (counted there), so delay never
-    builds up here.
+    The encoder never waits for viewers: ``publish`` only schedules delivery. It always takes the
+    source's newest frame: when encoding is slower than the source, the frames it passes over are
+    dropped (counted by the mailbox), so delay never builds up here, not even one frame's worth.
 
     Parameters
     ----------
@@ -67,6 +67,7 @@ class LiveEncoder:
         self.encode_times = RecentTimes()
         self.all_encode_times = TimeHistogram()
         self.delays = RecentTimes()
+        self.waits = RecentTimes()
         self.rate = RateMeter()
         self.keyframes_forced = 0
         self.error: BaseException | None = None
@@ -107,7 +108,7 @@ class LiveEncoder:
         mailbox = self.source.mailbox
         try:
             while not self._stop.is_set():
-                capture = mailbox.get(timeout=0.25)
+                capture = mailbox.newest(timeout=0.25)
                 if capture is None:
                     if mailbox.closed:
                         break
@@ -120,6 +121,7 @@ class LiveEncoder:
                 if forced:
                     self._keyframe.clear()
                     self.keyframes_forced += 1
+                self.waits.add(time.time() - capture.captured)
                 started = time.perf_counter()
                 encoded = self.encoder.encode(capture.pixels, pts, keyframe=forced)
                 elapsed = time.perf_counter() - started
@@ -176,6 +178,7 @@ class LiveEncoder:
             "encode_ms": self.encode_times.summary(),
             "encode_ms_since_start": self.all_encode_times.summary(),
             "encode_ms_histogram": self.all_encode_times.bins(),
+            "capture_to_encode_ms": self.waits.summary(),
             "capture_to_send_ms": self.delays.summary(),
             "k": self.encoder.k,
             "bytes_encoded": totals.packet_bytes,

@@ -1,7 +1,7 @@
 """Live sources: a test pattern, a video file or a camera, each on its own thread at its own rate.
 
 A source never waits for the encoder. It hands each frame to a :class:`FrameMailbox` that holds
-the newest few; when the encoder falls behind, the oldest waiting frame is dropped and counted.
+the newest few; the encoder takes the newest, and the frames it passes over are dropped and counted.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ __all__ = [
 
 #: Frame size of sources that have none of their own (the test pattern), and of cameras unless asked.
 DEFAULT_SIZE = (1280, 720)
-#: Frames the mailbox holds for the encoder: one being picked up and one behind it absorb the
-#: jitter of a slow frame (a keyframe) without adding more than a frame of delay.
+#: Frames the mailbox holds: the newest, and one behind it for a reader that takes every frame.
 MAILBOX_DEPTH = 2
 
 
@@ -89,6 +88,22 @@ class FrameMailbox:
             if not self._ready.wait_for(lambda: self._frames or self._closed, timeout):
                 return None
             return self._frames.popleft() if self._frames else None
+
+    def newest(self, timeout: float | None = None) -> Capture | None:
+        """The newest waiting frame, dropping (and counting) the older ones; None as :meth:`get`.
+
+        What a live encoder takes: a frame that waited while the previous one was encoded is
+        already late, and encoding it would pass its delay on to every viewer.
+        """
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._frames or self._closed, timeout):
+                return None
+            if not self._frames:
+                return None
+            self.dropped += len(self._frames) - 1
+            capture = self._frames.pop()
+            self._frames.clear()
+            return capture
 
     def close(self) -> None:
         """No more frames will come; wake the reader."""

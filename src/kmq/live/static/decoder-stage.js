@@ -18,6 +18,11 @@ const MAX_TIMINGS = 256;
 /** Spare pixel buffers kept per stripe size. */
 const MAX_SPARE = 4;
 
+/** Wall-clock milliseconds, on the clock the server's capture times use. */
+function wallMs() {
+  return performance.timeOrigin + performance.now();
+}
+
 function tagOf(bytes) {
   return bytes.length >= 4 ? String.fromCharCode(bytes[0], bytes[1], bytes[2], bytes[3]) : '';
 }
@@ -112,6 +117,8 @@ export class DecoderStage {
       // Flags byte of the packet: 8 bytes of record head, then 12 bytes into the payload.
       const keyframe = bytes.length > 20 && (bytes[20] & 1) === 1;
       const number = numberOf(bytes);
+      const timing = this.timings.get(number);
+      if (timing) timing.receivedMs = wallMs();
       if (this.waiting) {
         if (!keyframe) {
           this.dropped++;
@@ -212,6 +219,8 @@ export class DecoderStage {
     const id = ++this.frameIds;
     const remaining = layout.stripes.length;
     const started = performance.now();
+    const timing = this.timings.get(packet.number);
+    if (timing) timing.startedMs = wallMs();
     this.inflight = { id, packet, bytes, palette, layout, parts: [], remaining, error: null, started };
     const { width } = header;
     layout.stripes.forEach((stripe, index) => {
@@ -321,6 +330,9 @@ export class DecoderStage {
         parts: frame.parts,
         captureMs: timing ? timing.captureMs : null,
         sentMs: timing ? timing.sentMs : null,
+        receivedMs: timing ? timing.receivedMs : null,
+        startedMs: timing ? timing.startedMs : null,
+        decodedMs: timing ? wallMs() : null,
       });
     }
     this.pump();

@@ -14,6 +14,13 @@ const RATE_WINDOW_MS = 2000;
 /** No frame for this long while playing shows as buffering (milliseconds). */
 const STALL_MS = 2000;
 
+/**
+ * The steps of a frame's latency, each from the end of the one before: on the server (capture to
+ * encoded: waiting for the encoder, encoding), on the way (encoded to received: the viewer's queue,
+ * the frames in flight, the socket), waiting for the decoder, decoding, and waiting to be painted.
+ */
+const LATENCY_STEPS = ['encoded', 'received', 'decodeStarted', 'decoded', 'painted'];
+
 function percentile(sorted, share) {
   if (!sorted.length) return null;
   const at = (sorted.length - 1) * share;
@@ -59,6 +66,7 @@ export class Player {
       lastError: '',
     };
     this.latencies = [];
+    this.steps = [];
     this.arrivals = [];
     this.lastFrameAt = 0;
     this.source = new WebSocketSource(url, { probeUrl, onState: (state, detail) => this.sourceState(state, detail) });
@@ -139,6 +147,11 @@ export class Player {
       this.latencies.push(stats.latencyMs);
       if (this.latencies.length > LATENCY_SAMPLES) this.latencies.shift();
     }
+    if (frame.receivedMs != null) {
+      const times = [frame.captureMs, frame.sentMs, frame.receivedMs, frame.startedMs, frame.decodedMs, atMs];
+      this.steps.push(times.slice(1).map((time, i) => time - times[i]));
+      if (this.steps.length > LATENCY_SAMPLES) this.steps.shift();
+    }
   }
 
   // -- figures
@@ -166,6 +179,19 @@ export class Player {
     return this.latencies.slice();
   }
 
+  /**
+   * Where the latency of the last frames painted went: for each step (LATENCY_STEPS), the
+   * milliseconds from the step before, p50 and p95.
+   */
+  latencySteps() {
+    const steps = {};
+    LATENCY_STEPS.forEach((step, i) => {
+      const sorted = this.steps.map((times) => times[i]).sort((a, b) => a - b);
+      steps[step] = { p50: percentile(sorted, 0.5), p95: percentile(sorted, 0.95) };
+    });
+    return steps;
+  }
+
   /** Stop and release the socket, the worker, the timers and the overlay. */
   destroy() {
     clearInterval(this.ticker);
@@ -175,6 +201,7 @@ export class Player {
     if (this.overlay) this.overlay.destroy();
     this.source = this.stage = this.renderer = this.overlay = null;
     this.latencies = [];
+    this.steps = [];
     this.arrivals = [];
     this.stats.state = 'closed';
   }
