@@ -128,6 +128,29 @@ def test_a_viewer_that_acknowledges_has_at_most_its_window_in_flight():
     run(scenario())
 
 
+def test_by_default_an_acknowledging_viewer_has_at_most_100_ms_of_30_fps_frames_in_flight():
+    async def scenario():
+        fanout = FanOut(Requests())
+        viewer = fanout.join("a")
+        viewer.acknowledge(-1)
+        fanout.publish(packet(0, keyframe=True))
+        for number in range(1, fanout.queue_frames):
+            fanout.publish(packet(number))
+        sent = []
+        while True:
+            waiting = asyncio.create_task(viewer.next())
+            await asyncio.sleep(0.01)
+            if not waiting.done():
+                waiting.cancel()
+                break
+            sent.append(waiting.result().number)
+        assert len(sent) / 30 <= 0.1  # frames waiting in front of the viewer's decoder are latency
+        viewer.acknowledge(sent[0])
+        assert (await asyncio.wait_for(viewer.next(), 1)).number == len(sent)
+
+    run(scenario())
+
+
 def test_leaving_releases_the_queue_and_ends_the_senders_wait():
     async def scenario():
         fanout = FanOut(Requests())

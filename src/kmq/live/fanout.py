@@ -23,8 +23,11 @@ __all__ = ["LivePacket", "Viewer", "FanOut"]
 DEFAULT_QUEUE_FRAMES = 6
 DEFAULT_QUEUE_BYTES = 8 << 20
 #: Frames a viewer that acknowledges what it decoded may have in flight (sent, not yet decoded).
-#: This bounds the delay hidden in socket buffers and in a slow decoder, not just in the queue.
-DEFAULT_ACK_WINDOW = 6
+#: This bounds the delay hidden in socket buffers and in a slow decoder, not just in the queue:
+#: one frame decoding and two on their way (100 ms at 30 fps) keep a decoder busy across a
+#: 50 ms round trip, and a decoder slower than the stream makes at most two frames wait before
+#: it, not five.
+DEFAULT_ACK_WINDOW = 3
 #: Keyframes asked of the encoder for viewers come at most this often (seconds): viewers that
 #: join or recover together share one, and no viewer can make the stream all keyframes.
 DEFAULT_KEYFRAME_GAP = 0.5
