@@ -22,12 +22,17 @@ __all__ = ["LiveEncoder", "LIVE_TIME_BASE"]
 LIVE_TIME_BASE = Fraction(1, 1_000_000)
 
 
+#: The encoder keeps up with its source when its average encode time is below this share of the frame period.
+_KEEPING_UP = 0.9
+
+
 class LiveEncoder:
     """Encodes a live source frame by frame and hands each packet to ``publish``.
 
-    The encoder never waits for viewers: ``publish`` only schedules delivery. It always takes the
-    source's newest frame: when encoding is slower than the source, the frames it passes over are
-    dropped (counted by the mailbox), so delay never builds up here, not even one frame's worth.
+    The encoder never waits for viewers: ``publish`` only schedules delivery. While it keeps up
+    with the source on average it takes every frame in order (an encode that runs long once costs
+    no frame); when it is slower than the source it takes the newest frame, and the frames it
+    passes over are dropped (counted by the mailbox), so delay never builds up here.
 
     Parameters
     ----------
@@ -106,9 +111,15 @@ class LiveEncoder:
     def _run(self) -> None:
         origin: float | None = None
         mailbox = self.source.mailbox
+        period = 1.0 / float(self.source.fps)
+        typical = 0.0  # a moving average of the encode time
         try:
             while not self._stop.is_set():
-                capture = mailbox.newest(timeout=0.25)
+                # Keeping up on average, a frame late after a slow encode is still taken (the
+                # encoder catches up within a few frames, and no frame is lost); falling behind,
+                # waiting frames are late for good and the newest is taken.
+                keeping_up = typical < _KEEPING_UP * period
+                capture = mailbox.newest(timeout=0.25, max_wait=2 * period if keeping_up else 0.0)
                 if capture is None:
                     if mailbox.closed:
                         break
@@ -125,6 +136,7 @@ class LiveEncoder:
                 started = time.perf_counter()
                 encoded = self.encoder.encode(capture.pixels, pts, keyframe=forced)
                 elapsed = time.perf_counter() - started
+                typical += (elapsed - typical) / 16
                 self.encode_times.add(elapsed)
                 self.all_encode_times.add(elapsed)
                 sent = time.time()
