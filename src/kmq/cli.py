@@ -28,14 +28,24 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------- helpers
 
 
-def _k_value(text: str) -> int:
+def _whole_number(text: str, low: int, high: int | None, not_whole: str, out_of_range: str) -> int:
+    """``text`` as an int in ``low``..``high`` (no upper end when None), or an argparse error.
+
+    The messages are formats: ``not_whole`` gets ``{text!r}``, ``out_of_range`` gets ``{value}``.
+    """
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"K must be a whole number from 2 to 256, got {text!r}") from None
-    if not 2 <= value <= 256:
-        raise argparse.ArgumentTypeError(f"K must be from 2 to 256, got {value}")
+        raise argparse.ArgumentTypeError(not_whole.format(text=text)) from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(out_of_range.format(value=value))
     return value
+
+
+def _k_value(text: str) -> int:
+    return _whole_number(
+        text, 2, 256, "K must be a whole number from 2 to 256, got {text!r}", "K must be from 2 to 256, got {value}"
+    )
 
 
 def _k_list(text: str) -> list[int]:
@@ -47,13 +57,9 @@ def _k_or_auto(text: str) -> int | str:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value
+    return _whole_number(
+        text, 1, None, "expected a positive whole number, got {text!r}", "expected a positive whole number, got {value}"
+    )
 
 
 def _console(args: argparse.Namespace) -> Any:
@@ -648,13 +654,9 @@ def _fps_value(text: str) -> float:
 
 
 def _port_value(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be a whole number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535 (0: any free port), got {value}")
-    return value
+    return _whole_number(
+        text, 0, 65535, "port must be a whole number, got {text!r}", "port must be 0..65535 (0: any free port), got {value}"
+    )
 
 
 _LIVE_EPILOG = """\
