@@ -15,6 +15,26 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDIA = Path(os.environ.get("KMQ_MEDIA") or REPO.parent / "shared" / "media")
 
 
+# Debian's Chromium (scripts/system-deps.sh installs it), never a browser Playwright downloads.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def launch_chromium(playwright):
+    """Headless Debian Chromium through a Playwright instance; a skip when it is not installed."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (scripts/system-deps.sh installs it)")
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
 def _grace_hopper() -> np.ndarray:
     from kmq.media.demo import demo_photo_path
     from kmq.media.images import load_image

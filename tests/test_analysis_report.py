@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_kmq
+from conftest import launch_chromium, run_kmq
 
 ALL_METHODS = "kmeans,hierarchical,mediancut,octree,minibatch"
 
@@ -85,21 +85,9 @@ def test_page_is_self_contained(analyzed):
 def open_in_chromium(page_path: Path, screenshot: Path) -> tuple[list[int], list[str], list[str]]:
     """Load a page in headless Chromium (Debian's, no download): image widths, console errors, requests."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
     errors, requests = [], []
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)

@@ -5,24 +5,14 @@ from __future__ import annotations
 import base64
 import socket
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kmq.codec.video import KmqvReader
+from conftest import launch_chromium
 from test_live_server import LiveProcess, RawViewer, live, viewer_stats  # noqa: F401 (live: the fixture)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 pytestmark = pytest.mark.browser
 
@@ -44,10 +34,8 @@ def browser():
     main thread while it is open, which later tests that start their own loop must not meet.
     """
     sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (scripts/system-deps.sh installs it)")
     with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = launch_chromium(playwright)
         try:
             yield chromium
         finally:
