@@ -43,19 +43,6 @@ def test_the_encoder_side_takes_the_newest_frame_and_counts_the_ones_passed_over
     assert mailbox.newest() is None
 
 
-def test_a_frame_that_has_not_waited_too_long_is_taken_in_order():
-    mailbox = FrameMailbox(depth=2)
-    for number in range(2):
-        mailbox.put(capture(number))
-    assert mailbox.newest(0, max_wait=60.0).number == 0  # on time: nothing dropped
-    assert mailbox.newest(0, max_wait=60.0).number == 1 and mailbox.dropped == 0
-    for number in range(2, 4):
-        mailbox.put(capture(number))
-    time.sleep(0.02)
-    assert mailbox.newest(0, max_wait=0.01).number == 3  # frame 2 waited too long behind frame 3
-    assert mailbox.dropped == 1
-
-
 def test_the_test_pattern_is_photographic_and_moves(photo):
     pattern = TestPattern(160, 90, photo=photo)
     first, later = pattern.frame(0.0), pattern.frame(0.5)

@@ -118,8 +118,10 @@ class LiveEncoder:
                 # Keeping up on average, a frame late after a slow encode is still taken (the
                 # encoder catches up within a few frames, and no frame is lost); falling behind,
                 # waiting frames are late for good and the newest is taken.
-                keeping_up = typical < _KEEPING_UP * period
-                capture = mailbox.newest(timeout=0.25, max_wait=2 * period if keeping_up else 0.0)
+                if typical < _KEEPING_UP * period:
+                    capture = mailbox.get(timeout=0.25)
+                else:
+                    capture = mailbox.newest(timeout=0.25)
                 if capture is None:
                     if mailbox.closed:
                         break

@@ -1,7 +1,8 @@
 """Live sources: a test pattern, a video file or a camera, each on its own thread at its own rate.
 
 A source never waits for the encoder. It hands each frame to a :class:`FrameMailbox` that holds
-the newest few; the encoder takes the newest, and the frames it passes over are dropped and counted.
+the newest few; an encoder that falls behind takes the newest, and the frames it passes over are
+dropped and counted.
 """
 
 from __future__ import annotations
@@ -89,25 +90,22 @@ class FrameMailbox:
                 return None
             return self._frames.popleft() if self._frames else None
 
-    def newest(self, timeout: float | None = None, *, max_wait: float = 0.0) -> Capture | None:
-        """The oldest waiting frame that is still on time, dropping (and counting) the late ones.
+    def newest(self, timeout: float | None = None) -> Capture | None:
+        """The newest waiting frame, dropping (and counting) the older ones; None as :meth:`get`.
 
-        What a live encoder takes: a frame that has waited more than ``max_wait`` seconds while
+        What a live encoder takes when it is slower than its source: a frame that waited while
         the previous one was encoded is already late, and encoding it would pass its delay on to
-        every viewer, so it is dropped when a newer frame waits behind it. One that waited less
-        (an encode that ran a little long once) is still taken, so jitter costs no frame. With
-        ``max_wait`` 0 the newest frame is taken. None as :meth:`get`.
+        every viewer.
         """
         with self._ready:
             if not self._ready.wait_for(lambda: self._frames or self._closed, timeout):
                 return None
             if not self._frames:
                 return None
-            now = time.monotonic()
-            while len(self._frames) > 1 and now - self._frames[0].monotonic > max_wait:
-                self._frames.popleft()
-                self.dropped += 1
-            return self._frames.popleft()
+            self.dropped += len(self._frames) - 1
+            capture = self._frames.pop()
+            self._frames.clear()
+            return capture
 
     def close(self) -> None:
         """No more frames will come; wake the reader."""
