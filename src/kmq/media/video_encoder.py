@@ -726,7 +726,7 @@ def _band_mapper(channels: int) -> Callable:
         candidate_error = np.empty((block, width), np.int32)
         previous_error = np.empty((block, width), np.int32)
         extra_total = np.empty(columns, np.int64)
-        keep_block = np.zeros(columns, np.bool_)
+        keep_block = np.zeros(columns, np.int32)
         tolerance = np.int32(pixel_tolerance)
         for band in range(first, last):
             top = tops[band]
@@ -751,33 +751,33 @@ def _band_mapper(channels: int) -> Callable:
                     error = _distance(red, green, blue, alpha, palette, candidate, with_alpha)
                     candidate_error[row, x] = error
                     if has_previous:
-                        entry = previous[y, x]
-                        kept = error
-                        if entry != candidate:
-                            kept = _distance(red, green, blue, alpha, palette, entry, with_alpha)
-                            extra_total[x >> block_bits] += kept - error
+                        # Both distances, always: a branch on "same entry" mispredicts on moving pictures.
+                        kept = _distance(red, green, blue, alpha, palette, previous[y, x], with_alpha)
+                        extra_total[x >> block_bits] += kept - error
                         previous_error[row, x] = kept
             if has_previous:
                 rows = bottom - top
                 for column in range(columns):
                     left = column << block_bits
                     pixels = (min(width, left + block) - left) * rows
-                    keep_block[column] = extra_total[column] <= block_tolerance * pixels
-            # Whole rows again, without branches: each pixel takes its previous index or its candidate.
+                    keep_block[column] = np.int32(extra_total[column] <= block_tolerance * pixels)
+            # Whole rows again, without branches: each pixel takes its previous index or its
+            # candidate, chosen by a mask (all ones to keep the previous index, else zero).
             band_error = 0
             band_changed = 0
             for y in range(top, bottom):
                 row = y - top
                 for x in range(width):
-                    candidate = candidates[row, x]
+                    candidate = np.int32(candidates[row, x])
                     error = candidate_error[row, x]
                     if has_previous:
-                        entry = previous[y, x]
+                        entry = np.int32(previous[y, x])
                         kept = previous_error[row, x]
-                        use_previous = keep_block[x >> block_bits] or kept <= error + tolerance
-                        out[y, x] = entry if use_previous else candidate
-                        band_error += kept if use_previous else error
-                        band_changed += (not use_previous) and candidate != entry
+                        keep = keep_block[x >> block_bits] | np.int32(kept <= error + tolerance)
+                        mask = -keep
+                        out[y, x] = (entry & mask) | (candidate & ~mask)
+                        band_error += (kept & mask) | (error & ~mask)
+                        band_changed += (1 - keep) & np.int32(candidate != entry)
                     else:
                         out[y, x] = candidate
                         band_error += error
