@@ -285,8 +285,8 @@ def index_bits(k: int) -> int:
     return max(0, (k - 1).bit_length())
 
 
-def default_stripe_rows(width: int, height: int) -> int:
-    """Rows per independently coded stripe: one stripe per 2**18 pixels or so, at most 64, whole blocks.
+def default_stripe_rows(width: int, height: int, stripe_pixels: int = STRIPE_PIXELS) -> int:
+    """Rows per independently coded stripe: one stripe per ``stripe_pixels`` (2**18) or so, at most 64, whole blocks.
 
     The rows are a multiple of :data:`BLOCK_SIZE` (or the whole height), so the 16×16 blocks of
     inter coding, which restart at each stripe's top, fall on the same rows as blocks counted from
@@ -297,8 +297,10 @@ def default_stripe_rows(width: int, height: int) -> int:
     --------
     >>> default_stripe_rows(768, 512), default_stripe_rows(1280, 720), default_stripe_rows(1920, 1080)
     (512, 240, 160)
+    >>> default_stripe_rows(1280, 720, stripe_pixels=1 << 17)  # the video encoder's: 7 stripes
+    112
     """
-    stripes = min(MAX_STRIPES, height, max(1, (width * height) // STRIPE_PIXELS))
+    stripes = min(MAX_STRIPES, height, max(1, (width * height) // stripe_pixels))
     rows = -(-height // stripes)
     return min(height, -(-rows // BLOCK_SIZE) * BLOCK_SIZE)
 
