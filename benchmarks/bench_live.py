@@ -14,7 +14,10 @@ across a real photograph, so every pixel moves) and the shared clip
    steps (encoded, received, decoding started, decoded, painted) against the capture time;
 3. for the clip, with ``--viewers`` WebSocket viewers in another process that receive and
    acknowledge every frame without decoding it (what serving them costs the server), and with
-   ``--viewers`` Chromium pages (what they cost when they share the server's cores).
+   ``--viewers`` Chromium pages (what they cost when they share the server's cores);
+4. the clip at 640×360 (a quarter of the pixels) with one page: the same latency figures where
+   the server and the page together need well under the two cores, which separates the
+   pipeline's own delay from waiting for a core.
 
 Each phase runs a fresh server, warms it up, then measures for ``--seconds``.
 
@@ -49,6 +52,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO.parent / "shared" / "media" / "bbb-480p-10s.mp4"
 SIZE = (1280, 720)
+#: The smaller size of the last phase (latency when the cores are not all taken).
+SMALL = (640, 360)
 FPS = 30
 K = 64
 CHROMIUM = "/usr/bin/chromium"
@@ -410,9 +415,10 @@ LATENCY_STEPS = (
 
 def latency_steps(runs: list[dict]) -> None:
     """Where the latency of the one-page phases goes, step by step (medians over runs of p50 and p95)."""
-    phases = [(source, "1_viewers") for source in ("testsrc", "clip")]
+    phases = [(source, "1_viewers") for source in ("testsrc", "clip", "small")]
+    names = {"small": f"clip {SMALL[1]}p"}
     print("\nwhere the latency goes with one page (ms from the step before, p50 / p95 over the last 300 frames):")
-    print(f"  {'step':62}" + "".join(f"{source:>16}" for source, _ in phases))
+    print(f"  {'step':62}" + "".join(f"{names.get(source, source):>16}" for source, _ in phases))
     for step, label in LATENCY_STEPS:
         cells = ""
         for source, phase in phases:
@@ -466,6 +472,13 @@ def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
     print(f"('{viewers} ws': {viewers} WebSocket viewers in another process that receive and acknowledge every frame"
           " without decoding it; 'page': Chromium pages on the same 2 cores as the server)")
     latency_steps(runs)
+    small = table["small/1_viewers"]
+    print(
+        f"\nthe clip at {SMALL[0]}×{SMALL[1]} with one page: latency p50 {small['latency_p50_ms']:.0f} ms,"
+        f" p95 {small['latency_p95_ms']:.0f} ms; page {small['viewer_fps']:.1f} fps;"
+        f" encode p95 {small['encode_ms_p95']:.1f} ms; server {small['server_cores']:.2f} + Chromium"
+        f" {small['browser_cores']:.2f} cores"
+    )
     raw = SIZE[0] * SIZE[1] * 3
     bandwidth = extra["bandwidth"]
     live_bytes = table["clip/1_viewers"]["bytes_per_frame"]
@@ -531,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = {
         "testsrc": ["--source", "testsrc", "--size", f"{SIZE[0]}x{SIZE[1]}", "--fps", str(FPS)],
         "clip": ["--source", str(args.clip), "--loop", "--size", f"{SIZE[0]}x{SIZE[1]}", "--fps", str(FPS)],
+        "small": ["--source", str(args.clip), "--loop", "--size", f"{SMALL[0]}x{SMALL[1]}", "--fps", str(FPS)],
     }
     phases = [
         ("testsrc", "0_viewers", "none", 0),
@@ -539,13 +553,14 @@ def main(argv: list[str] | None = None) -> int:
         ("clip", "1_viewers", "pages", 1),
         ("clip", "sockets", "sockets", args.viewers),
         ("clip", "pages", "pages", args.viewers),
+        ("small", "1_viewers", "pages", 1),
     ]
     runs = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             for number in range(args.runs):
-                run: dict = {"testsrc": {}, "clip": {}}
+                run: dict = {source: {} for source in sources}
                 for source, phase, kind, viewers in phases:
                     print(f"run {number + 1}: {source}, {phase} (load {load()})", flush=True)
                     run[source][phase] = run_phase(browser, sources[source], args.seconds, kind, viewers)
