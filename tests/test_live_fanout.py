@@ -78,7 +78,7 @@ def test_the_viewer_limit_refuses_one_more():
 def test_a_viewer_that_falls_behind_skips_to_the_next_keyframe_with_a_bounded_queue():
     async def scenario():
         requests = Requests()
-        fanout = FanOut(requests, queue_frames=4, keyframe_gap=0)
+        fanout = FanOut(requests, queue_frames=4, keyframe_gap=0, recovery_gap=0)
         viewer = fanout.join("slow")
         fanout.publish(packet(0, keyframe=True))
         for number in range(1, 20):
@@ -94,6 +94,48 @@ def test_a_viewer_that_falls_behind_skips_to_the_next_keyframe_with_a_bounded_qu
         fanout.publish(packet(20))
         fanout.publish(packet(21, keyframe=True))
         assert (await asyncio.wait_for(task, 1)).number == 21
+
+    run(scenario())
+
+
+def test_a_viewer_that_fell_behind_waits_the_recovery_gap_after_the_last_keyframe():
+    async def scenario():
+        requests = Requests()
+        fanout = FanOut(requests, queue_frames=2, keyframe_gap=0, recovery_gap=0.3)
+        viewer = fanout.join("slow")
+        assert requests.count == 1  # joining asks at once
+
+        async def fall_behind(numbers):
+            """Publish without reading until the viewer waits; then it reads again (asking)."""
+            for number in numbers:
+                fanout.publish(packet(number, keyframe=number in keyframes))
+            assert viewer.waiting
+            task = asyncio.create_task(viewer.next())
+            await asyncio.sleep(0.1)
+            return task
+
+        keyframes = {0, 4, 8, 9}
+        task = await fall_behind(range(4))
+        assert requests.count == 1  # the last keyframe is too recent
+        await asyncio.sleep(0.3)
+        assert requests.count == 2
+        fanout.publish(packet(4, keyframe=True))
+        assert (await asyncio.wait_for(task, 1)).number == 4
+
+        # Falling behind again: a keyframe of the stream's own, before the gap is up, serves it
+        # and the pending request lapses.
+        task = await fall_behind(range(5, 8))
+        fanout.publish(packet(8, keyframe=True))
+        assert (await asyncio.wait_for(task, 1)).number == 8
+        await asyncio.sleep(0.4)
+        assert requests.count == 2
+
+        # A viewer that joins meanwhile is not held back by a recovering one's wait.
+        task = await fall_behind(range(9, 13))
+        assert requests.count == 2
+        fanout.join("new")
+        assert requests.count == 3
+        task.cancel()
 
     run(scenario())
 

@@ -31,6 +31,11 @@ DEFAULT_ACK_WINDOW = 3
 #: Keyframes asked of the encoder for viewers come at most this often (seconds): viewers that
 #: join or recover together share one, and no viewer can make the stream all keyframes.
 DEFAULT_KEYFRAME_GAP = 0.5
+#: A viewer that fell behind waits for a keyframe until this long (seconds) after the last one
+#: before one is asked for it: a viewer that cannot keep up, and falls behind again and again,
+#: then costs the encoder a keyframe every two seconds at most (a keyframe costs about twice a
+#: delta frame), while a joining viewer still gets one within ``DEFAULT_KEYFRAME_GAP``.
+DEFAULT_RECOVERY_GAP = 2.0
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,7 @@ class Viewer:
                 # Caught up, and waiting: only now ask for a keyframe, so a stalled viewer (whose
                 # queue never drains) costs the others nothing.
                 self._asked = True
-                self._fanout.want_keyframe()
+                self._fanout.want_keyframe(recovering=self.lag_events > 0)
             self._wakeup.clear()
             await self._wakeup.wait()
         return None
@@ -212,6 +217,9 @@ class FanOut:
         Frames in flight to a viewer that acknowledges them; the rest wait in its queue.
     keyframe_gap : float
         Seconds between keyframes asked for on behalf of viewers.
+    recovery_gap : float
+        Seconds since the stream's last keyframe before one is asked for a viewer that fell
+        behind (a viewer that joins asks at once).
     """
 
     def __init__(
@@ -223,6 +231,7 @@ class FanOut:
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
         ack_window: int = DEFAULT_ACK_WINDOW,
         keyframe_gap: float = DEFAULT_KEYFRAME_GAP,
+        recovery_gap: float = DEFAULT_RECOVERY_GAP,
     ) -> None:
         self._request_keyframe = request_keyframe
         self.max_viewers = max_viewers
@@ -230,13 +239,16 @@ class FanOut:
         self.queue_bytes = max(1, queue_bytes)
         self.ack_window = max(1, ack_window)
         self.keyframe_gap = keyframe_gap
+        self.recovery_gap = recovery_gap
         self.viewers: dict[int, Viewer] = {}
         self.bytes_sent = 0
         self.joined = 0
         self.keyframes_requested = 0
         self._numbers = itertools.count(1)
         self._last_request = -float("inf")
+        self._last_keyframe = -float("inf")
         self._pending: asyncio.TimerHandle | None = None
+        self._pending_at = float("inf")
         self._departed_dropped = 0
 
     def join(self, address: str) -> Viewer:
@@ -263,21 +275,42 @@ class FanOut:
 
     def publish(self, packet: LivePacket) -> None:
         """Offer a freshly encoded packet to every viewer (the same bytes to each)."""
+        if packet.keyframe:
+            self._last_keyframe = time.monotonic()
         for viewer in list(self.viewers.values()):
             viewer.offer(packet)
 
-    def want_keyframe(self) -> None:
-        """Ask the encoder for a keyframe, at most once per ``keyframe_gap`` seconds."""
+    def want_keyframe(self, *, recovering: bool = False) -> None:
+        """Ask the encoder for a keyframe, at most once per ``keyframe_gap`` seconds.
+
+        For a viewer that fell behind (``recovering``), not before ``recovery_gap`` seconds after
+        the stream's last keyframe either; a keyframe that comes first serves it, and a request
+        still pending then is dropped when no viewer waits any more.
+        """
+        now = time.monotonic()
+        due = self._last_request + self.keyframe_gap
+        if recovering:
+            due = max(due, self._last_keyframe + self.recovery_gap)
         if self._pending is not None:
-            return
-        wait = self._last_request + self.keyframe_gap - time.monotonic()
-        if wait <= 0:
+            if due >= self._pending_at:
+                return
+            self._pending.cancel()  # a joining viewer brings a later request forward
+        if due <= now:
             self._ask()
         else:
-            self._pending = asyncio.get_running_loop().call_later(wait, self._ask)
+            self._pending_at = due
+            self._pending = asyncio.get_running_loop().call_later(due - now, self._ask_if_waited_for)
+
+    def _ask_if_waited_for(self) -> None:
+        if any(viewer.waiting for viewer in self.viewers.values()):
+            self._ask()
+        else:
+            self._pending = None
+            self._pending_at = float("inf")
 
     def _ask(self) -> None:
         self._pending = None
+        self._pending_at = float("inf")
         self._last_request = time.monotonic()
         self.keyframes_requested += 1
         self._request_keyframe()
@@ -287,6 +320,7 @@ class FanOut:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
+            self._pending_at = float("inf")
         for viewer in list(self.viewers.values()):
             viewer.close()
 

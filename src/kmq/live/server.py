@@ -18,7 +18,15 @@ from aiohttp import WSMsgType, web
 from kmq.errors import InputError, LimitError
 from kmq.live.access import Access, check_token_text, is_loopback
 from kmq.live.encoding import LiveEncoder
-from kmq.live.fanout import DEFAULT_KEYFRAME_GAP, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_FRAMES, FanOut, LivePacket, Viewer
+from kmq.live.fanout import (
+    DEFAULT_KEYFRAME_GAP,
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_FRAMES,
+    DEFAULT_RECOVERY_GAP,
+    FanOut,
+    LivePacket,
+    Viewer,
+)
 from kmq.live.recorder import Recorder
 from kmq.live.sources import open_source
 from kmq.media.files import check_output
@@ -81,6 +89,8 @@ class LiveOptions:
         Bounds of each viewer's queue.
     keyframe_gap : float
         Seconds between keyframes made for joining or recovering viewers.
+    recovery_gap : float
+        Seconds after the last keyframe before one is made for a viewer that fell behind.
     """
 
     source: str = "testsrc"
@@ -98,6 +108,7 @@ class LiveOptions:
     queue_frames: int = DEFAULT_QUEUE_FRAMES
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     keyframe_gap: float = DEFAULT_KEYFRAME_GAP
+    recovery_gap: float = DEFAULT_RECOVERY_GAP
 
 
 class LiveServer:
@@ -166,6 +177,7 @@ class LiveServer:
             queue_frames=options.queue_frames,
             queue_bytes=options.queue_bytes,
             keyframe_gap=options.keyframe_gap,
+            recovery_gap=options.recovery_gap,
         )
         app = web.Application(client_max_size=MAX_INCOMING_BYTES)
         app.router.add_get("/", self._page)
