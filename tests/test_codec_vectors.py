@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kmq.codec import decode_image, decode_index_map, encode_image, encode_index_map
+from kmq.codec.entropy import block_count, block_row_tops
 from kmq.errors import FormatError
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -25,9 +26,23 @@ def previous_of(entry: dict) -> np.ndarray | None:
     return raw(entry["previous"], entry["height"], entry["width"]) if entry["previous"] else None
 
 
-def test_the_manifest_covers_images_and_inter_coded_index_data():
+def vectors_of(entry: dict) -> np.ndarray | None:
+    """The motion vectors a mode-2 vector was coded with: (block rows, blocks, 2) int8."""
+    if not entry.get("vectors"):
+        return None
+    block_rows = len(block_row_tops(entry["height"], entry["stripe_rows"])) - 1
+    shape = (block_rows, block_count(entry["width"]), 2)
+    return np.fromfile(VECTORS / entry["vectors"], np.int8).reshape(shape)
+
+
+def test_the_manifest_covers_images_and_inter_and_motion_coded_index_data():
     assert {entry["method"] for entry in IMAGES} == {"cm", "deflate", "stored"}
-    assert any(entry["previous"] for entry in INDEX_DATA)
+    modes = {(VECTORS / entry["file"]).read_bytes()[0] for entry in INDEX_DATA}
+    assert modes == {0, 1, 2}
+    for entry in INDEX_DATA:
+        mode = (VECTORS / entry["file"]).read_bytes()[0]
+        assert (mode == 2) == (vectors_of(entry) is not None)
+        assert (mode != 0) == (entry["previous"] is not None)
 
 
 @pytest.mark.parametrize("entry", IMAGES, ids=lambda entry: entry["name"])
@@ -55,8 +70,17 @@ def test_index_data_vector_decodes_to_its_map(entry):
 @pytest.mark.parametrize("entry", INDEX_DATA, ids=lambda entry: entry["name"])
 def test_index_data_vector_is_what_the_encoder_writes(entry):
     indices = raw(entry["indices"], entry["height"], entry["width"])
-    coded = encode_index_map(indices, entry["k"], previous_of(entry), stripe_rows=entry["stripe_rows"])
+    coded = encode_index_map(
+        indices, entry["k"], previous_of(entry), stripe_rows=entry["stripe_rows"], vectors=vectors_of(entry)
+    )
     assert coded == (VECTORS / entry["file"]).read_bytes()
+
+
+@pytest.mark.parametrize("entry", [entry for entry in INDEX_DATA if entry["previous"]], ids=lambda entry: entry["name"])
+def test_inter_coded_index_data_vector_without_its_previous_map_is_refused(entry):
+    data = (VECTORS / entry["file"]).read_bytes()
+    with pytest.raises(FormatError, match="previous frame"):
+        decode_index_map(data, entry["width"], entry["height"], entry["k"])
 
 
 @pytest.mark.parametrize("entry", INDEX_DATA, ids=lambda entry: entry["name"])

@@ -1,4 +1,4 @@
-"""The index-map coder (codec/entropy.py): exact round trips, inter coding, and distrust of its input."""
+"""The index-map coder (codec/entropy.py): exact round trips, inter and motion coding, and distrust of its input."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ from hypothesis import strategies as st
 from kmq.codec.entropy import (
     BLOCK_SIZE,
     MAX_STRIPES,
+    MOTION_RANGE,
+    block_count,
     block_row_tops,
     decode_index_map,
     default_stripe_rows,
     encode_index_map,
+    map_view,
+    motion_reference,
+    padded_map,
 )
 from kmq.errors import FormatError, InputError, LimitError
 
@@ -235,3 +240,146 @@ def test_any_integer_dtype_is_accepted():
 def test_stripe_heights_outside_the_map_are_refused(stripe_rows):
     with pytest.raises(InputError, match="stripe_rows"):
         encode_index_map(np.zeros((20, 4), np.uint8), 2, stripe_rows=stripe_rows)
+
+
+# --- motion (mode 2) ------------------------------------------------------------------------------
+
+
+def vector_shape(height: int, width: int, stripe_rows: int) -> tuple[int, int, int]:
+    return len(block_row_tops(height, stripe_rows)) - 1, block_count(width), 2
+
+
+def moved(previous: np.ndarray, vectors: np.ndarray, stripe_rows: int) -> np.ndarray:
+    """``previous`` with each block moved by its vector: what mode 2 predicts."""
+    padded = padded_map(*previous.shape)
+    map_view(padded)[...] = previous
+    return map_view(motion_reference(padded, vectors, stripe_rows, padded_map(*previous.shape))).copy()
+
+
+@given(
+    height=st.integers(1, 45),
+    width=st.integers(1, 45),
+    k=st.sampled_from([1, 2, 5, 17, 256]),
+    stripe_fraction=st.floats(0, 1),
+    seed=st.integers(0, 2**32 - 1),
+)
+@SETTINGS
+def test_motion_round_trip_with_random_vectors(height, width, k, stripe_fraction, seed):
+    stripe_rows = 1 + int(stripe_fraction * (height - 1))
+    rng = np.random.default_rng(seed)
+    previous = rng.integers(0, k, (height, width), dtype=np.uint8)
+    low, high = MOTION_RANGE
+    vectors = rng.integers(low, high + 1, vector_shape(height, width, stripe_rows), dtype=np.int8)
+    # The moved previous map with changes here and there: unchanged and changed blocks both.
+    current = moved(previous, vectors, stripe_rows)
+    changed = rng.random(current.shape) < rng.choice([0.0, 0.01, 0.3])
+    current[changed] = rng.integers(0, k, changed.sum())
+    data = encode_index_map(current, k, previous, stripe_rows=stripe_rows, vectors=vectors)
+    assert data[0] == 2
+    np.testing.assert_array_equal(decode_index_map(data, width, height, k, previous), current)
+
+
+@pytest.mark.parametrize("stripe_rows", [7, 16, 20, 60])
+def test_motion_round_trip_of_a_photo_like_map_with_stripes(stripe_rows):
+    previous = smooth_map(60, 45, 20, seed=4)
+    vectors = np.random.default_rng(stripe_rows).integers(-16, 16, vector_shape(60, 45, stripe_rows), dtype=np.int8)
+    current = smooth_map(60, 45, 20, seed=5)
+    np.testing.assert_array_equal(round_trip(current, 20, previous, stripe_rows=stripe_rows, vectors=vectors), current)
+
+
+def test_each_motion_coded_stripe_decodes_alone_from_the_previous_maps_same_rows():
+    height, width, k, stripe_rows = 50, 40, 12, 20
+    previous = smooth_map(height, width, k, seed=6)
+    vectors = np.random.default_rng(6).integers(-16, 16, vector_shape(height, width, stripe_rows), dtype=np.int8)
+    current = moved(previous, vectors, stripe_rows)
+    current[10:30, 5:9] = 0
+    data = encode_index_map(current, k, previous, stripe_rows=stripe_rows, vectors=vectors)
+    count = -(-height // stripe_rows)
+    lengths = [int.from_bytes(data[5 + 4 * i : 9 + 4 * i], "little") for i in range(count - 1)]
+    start = 5 + 4 * (count - 1)
+    ends = [start + sum(lengths[: i + 1]) for i in range(count - 1)] + [len(data)]
+    for stripe, end in enumerate(ends):
+        top, bottom = stripe * stripe_rows, min((stripe + 1) * stripe_rows, height)
+        alone = bytes([2]) + (bottom - top).to_bytes(4, "little") + data[start:end]
+        decoded = decode_index_map(alone, width, bottom - top, k, previous[top:bottom])
+        np.testing.assert_array_equal(decoded, current[top:bottom])
+        start = end
+
+
+def test_a_uniformly_moved_map_costs_a_few_bytes_in_mode_2():
+    previous = smooth_map(120, 160, 64)
+    dx, dy = 5, -3
+    rows = np.clip(np.arange(120) + dy, 0, 119)
+    columns = np.clip(np.arange(160) + dx, 0, 159)
+    current = previous[np.ix_(rows, columns)]
+    vectors = np.zeros(vector_shape(120, 160, default_stripe_rows(160, 120)), np.int8)
+    vectors[...] = dx, dy
+    motion = encode_index_map(current, 64, previous, vectors=vectors)
+    assert len(motion) < 32
+    assert len(motion) < len(encode_index_map(current, 64, previous)) / 100
+    np.testing.assert_array_equal(decode_index_map(motion, 160, 120, 64, previous), current)
+
+
+def test_zero_vectors_cost_next_to_nothing_over_mode_1():
+    previous = smooth_map(40, 50, 16, seed=7)
+    current = previous.copy()
+    current[5:25, 10:30] = smooth_map(20, 20, 16, seed=8)
+    vectors = np.zeros(vector_shape(40, 50, 16), np.int8)
+    motion = encode_index_map(current, 16, previous, stripe_rows=16, vectors=vectors)
+    assert motion[0] == 2
+    assert len(motion) <= len(encode_index_map(current, 16, previous, stripe_rows=16)) + 4
+    np.testing.assert_array_equal(decode_index_map(motion, 50, 40, 16, previous), current)
+
+
+@pytest.mark.parametrize("component", [MOTION_RANGE[0] - 1, MOTION_RANGE[1] + 1, 127, -128])
+def test_motion_vectors_out_of_range_are_refused(component):
+    frame = smooth_map(20, 20, 8)
+    vectors = np.zeros(vector_shape(20, 20, 20), np.int16)
+    vectors[1, 0, 1] = component
+    with pytest.raises(InputError, match="motion vector"):
+        encode_index_map(frame, 8, frame, vectors=vectors)
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (1, 2, 2), (2, 1, 2), (2, 2, 1), (3, 2, 2), (2, 2, 2, 1)])
+def test_motion_vectors_of_the_wrong_shape_are_refused(shape):
+    frame = smooth_map(20, 20, 8)  # one stripe: 2 block rows of 2 blocks
+    with pytest.raises(InputError, match="motion vectors"):
+        encode_index_map(frame, 8, frame, stripe_rows=20, vectors=np.zeros(shape, np.int8))
+
+
+def test_motion_vectors_that_are_not_integers_are_refused():
+    frame = smooth_map(20, 20, 8)
+    with pytest.raises(InputError, match="motion vectors"):
+        encode_index_map(frame, 8, frame, stripe_rows=20, vectors=np.zeros((2, 2, 2)))
+
+
+def test_motion_vectors_without_a_previous_frame_are_refused():
+    frame = smooth_map(20, 20, 8)
+    with pytest.raises(InputError, match="previous"):
+        encode_index_map(frame, 8, vectors=np.zeros((2, 2, 2), np.int8))
+
+
+def test_motion_data_without_the_previous_frame_is_refused():
+    frame = smooth_map(20, 20, 8)
+    data = encode_index_map(frame, 8, frame, vectors=np.ones((2, 2, 2), np.int8))
+    assert data[0] == 2
+    with pytest.raises(FormatError, match="previous frame"):
+        decode_index_map(data, 20, 20, 8)
+
+
+def test_every_truncation_of_motion_data_is_reported_as_format_error():
+    previous = smooth_map(24, 24, 16)
+    vectors = np.random.default_rng(3).integers(-16, 16, vector_shape(24, 24, 8), dtype=np.int8)
+    current = smooth_map(24, 24, 16, seed=3)
+    data = encode_index_map(current, 16, previous, stripe_rows=8, vectors=vectors)
+    for size in range(len(data)):
+        with pytest.raises(FormatError):
+            decode_index_map(data[:size], 24, 24, 16, previous)
+
+
+def test_an_unknown_mode_is_refused():
+    frame = smooth_map(20, 20, 8)
+    data = bytearray(encode_index_map(frame, 8, frame))
+    data[0] = 3
+    with pytest.raises(FormatError, match="mode 3"):
+        decode_index_map(bytes(data), 20, 20, 8, frame)

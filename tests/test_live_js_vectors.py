@@ -101,8 +101,8 @@ STAGE = """async ({ records, decoders, worker }) => {
 
 
 def striped_stream() -> tuple[list[bytes], list[np.ndarray]]:
-    """A small stream coded in five stripes, with changes and palette updates: its records and frames."""
-    from kmq.codec.entropy import encode_index_map
+    """A small stream coded in five stripes, with changes, motion and palette updates: its records and frames."""
+    from kmq.codec.entropy import block_count, block_row_tops, encode_index_map
     from kmq.codec.video import StreamHeader, VideoDecoder, pack_frame
 
     rng = np.random.default_rng(7)
@@ -112,16 +112,24 @@ def striped_stream() -> tuple[list[bytes], list[np.ndarray]]:
     indices = (np.add.outer(np.arange(height) // 6, np.arange(width) // 9) % k).astype(np.uint8)
     records = [header.to_bytes()]
     previous = None
-    for number in range(5):
+    vector_shape = (len(block_row_tops(height, 11)) - 1, block_count(width), 2)
+    for number in range(6):
         changed = None
+        vectors = None
         if number:
             indices = indices.copy()
+            if number >= 3:
+                # Motion coded (mode 2): the picture pans, with vectors that follow it, then random ones.
+                indices = np.roll(indices, 2, axis=1)
+                vectors = np.full(vector_shape, (-2, 0), np.int8)
+                if number == 5:
+                    vectors = rng.integers(-16, 16, vector_shape, dtype=np.int8)
             indices[number * 8 : number * 8 + 9, 5 + number : 40] = rng.integers(0, k, (9, 35 - number))
             changed = np.zeros(k, bool)
             changed[[number, number + 5]] = True
             palette = palette.copy()
             palette[changed] = rng.integers(0, 256, (2, 3))
-        data = encode_index_map(indices, k, previous, stripe_rows=11)
+        data = encode_index_map(indices, k, previous, stripe_rows=11, vectors=vectors)
         record = pack_frame(number, number, keyframe=number == 0, palette=palette, changed=changed, index_data=data)
         records.append(record)
         previous = indices

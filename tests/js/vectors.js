@@ -3,7 +3,7 @@
 // whether every truncated copy was refused as corrupt. Served by the test at /static/ and /vectors/.
 
 import { decodeImage } from '/static/image-decoder.js';
-import { decodeIndexData, pad, paddedLength, unpad } from '/static/index-decoder.js';
+import { decodeIndexData, IndexScratch, indexLayout, pad, paddedLength, stripeAlone, unpad } from '/static/index-decoder.js';
 import { fileRecords, FormatError, readRecord, TAG_HEADER } from '/static/records.js';
 import { decodeRecords } from '/static/video-decoder.js';
 
@@ -44,17 +44,50 @@ async function imageVector(entry) {
   return { name: entry.name, problems };
 }
 
+// One work space for every index vector, as a player reuses one frame after frame, filled with
+// junk before each decoding: nothing left in it by maps decoded before may show through.
+const scratch = new IndexScratch();
+
+function dirtied() {
+  for (const array of [scratch.p0s, scratch.rates, scratch.flags, scratch.vectors, scratch.moved]) array.fill(0x55);
+  return scratch;
+}
+
 async function indexVector(entry) {
   const { width, height, k } = entry;
   const data = await load(entry.file);
-  const previous = entry.previous ? pad(await load(entry.previous), width, height) : null;
+  const expected = await load(entry.indices);
+  const plainPrevious = entry.previous ? await load(entry.previous) : null;
+  const previous = plainPrevious ? pad(plainPrevious, width, height) : null;
   const decode = (bytes) => {
     const out = new Uint8Array(paddedLength(width, height));
-    decodeIndexData(bytes, width, height, k, previous, out);
+    decodeIndexData(bytes, width, height, k, previous, out, dirtied());
     return unpad(out, width, height);
   };
-  const problems = [firstDifference(decode(data), await load(entry.indices)), await refusedWhenCut(data, decode)].filter(Boolean);
-  return { name: entry.name, problems };
+  const problems = [];
+  try {
+    problems.push(firstDifference(decode(data), expected));
+  } catch (error) {
+    problems.push(`${error.name}: ${error.message}`);
+  }
+  problems.push(await refusedWhenCut(data, decode));
+  // Each stripe alone, as the player's workers decode it: the stripe's rows, against the previous
+  // map's same rows.
+  const layout = indexLayout(data, height);
+  for (const stripe of layout.stripes) {
+    const rows = stripe.bottom - stripe.top;
+    const part = (map) => map.subarray(stripe.top * width, stripe.bottom * width);
+    const out = new Uint8Array(paddedLength(width, rows));
+    const before = plainPrevious ? pad(part(plainPrevious), width, rows) : null;
+    try {
+      decodeIndexData(stripeAlone(data, layout, stripe), width, rows, k, before, out, dirtied());
+      const difference = firstDifference(unpad(out, width, rows), part(expected));
+      if (difference) problems.push(`the stripe at row ${stripe.top} alone: ${difference}`);
+    } catch (error) {
+      problems.push(`the stripe at row ${stripe.top} alone: ${error.name}: ${error.message}`);
+    }
+  }
+  return { name: entry.name, problems: problems.filter(Boolean) };
 }
 
 function videoFrames(bytes, records) {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kmq.codec.entropy import encode_index_map
+from kmq.codec.entropy import encode_index_map, map_view, motion_reference, padded_map
 from kmq.codec.image import encode_image
 
 HERE = Path(__file__).resolve().parent
@@ -50,17 +50,43 @@ def image_vectors():
     yield "blobs_k12_stored", palette(12, 4, 6), blobs(9, 13, 12, 6), "stored"
 
 
+# The vectors of frame3_motion: 5 block rows (at rows 0, 16 | 20, 36 | 40: stripes of 20) × 5
+# blocks. Every way of coding a vector occurs (the predicted one, the one above, explicit), with
+# both range limits, pointing past the frame's left and right edges and past the stripes' tops
+# and bottoms.
+MOTION = [
+    [(-16, -16), (-16, -16), (0, 0), (7, 3), (15, 15)],
+    [(-16, -16), (2, -16), (0, 0), (0, 0), (15, 15)],
+    [(0, 0), (0, 0), (-3, 15), (-3, 15), (15, -16)],
+    [(-16, 0), (0, 0), (-3, 15), (5, -9), (5, -9)],
+    [(1, 1), (-16, 15), (-16, 15), (0, 0), (15, -16)],
+]
+
+
+def moved(previous: np.ndarray, vectors: np.ndarray, stripe_rows: int) -> np.ndarray:
+    """``previous`` with each block moved by its vector, as mode 2 predicts it."""
+    padded = padded_map(*previous.shape)
+    map_view(padded)[...] = previous
+    return map_view(motion_reference(padded, vectors, stripe_rows, padded_map(*previous.shape))).copy()
+
+
 def index_map_vectors():
-    """(name, indices, k, previous name or None, stripe rows): a short inter-coded sequence."""
+    """(name, indices, k, previous name or None, stripe rows, vectors or None): a short inter-coded sequence."""
     k = 20
     frame0 = blobs(50, 70, k, 7)
     frame1 = frame0.copy()
     frame1[12:30, 20:41] = blobs(18, 21, k, 8)  # a changed area across block edges
     frame1[45:, 66:] = 3  # and a corner in the last, partial blocks
-    yield "frame0_intra", frame0, k, None, 20
-    yield "frame1_inter", frame1, k, "frame0_intra", 20
-    yield "frame2_unchanged", frame1, k, "frame1_inter", 20
-    yield "single_stripe_k2", (blobs(33, 47, 2, 9)), 2, None, 33
+    vectors = np.array(MOTION, np.int8)
+    frame3 = moved(frame1, vectors, 20)
+    frame3[2:6, 20:27] = blobs(4, 7, k, 10)  # changes in a few blocks; the others are their vector's
+    frame3[37, 40:60] = (frame3[37, 40:60] + 1) % k
+    frame3[45:, 64:] = 7
+    yield "frame0_intra", frame0, k, None, 20, None
+    yield "frame1_inter", frame1, k, "frame0_intra", 20, None
+    yield "frame2_unchanged", frame1, k, "frame1_inter", 20, None
+    yield "frame3_motion", frame3, k, "frame2_unchanged", 20, vectors
+    yield "single_stripe_k2", (blobs(33, 47, 2, 9)), 2, None, 33, None
 
 
 def main() -> None:
@@ -76,16 +102,19 @@ def main() -> None:
                  palette=f"{name}.palette", indices=f"{name}.indices")
         )  # fmt: skip
     maps = {}
-    for name, indices, k, previous, stripe_rows in index_map_vectors():
+    for name, indices, k, previous, stripe_rows, vectors in index_map_vectors():
         maps[name] = indices
         reference = maps[previous] if previous else None
-        (HERE / f"{name}.cm").write_bytes(encode_index_map(indices, k, reference, stripe_rows=stripe_rows))
+        coded = encode_index_map(indices, k, reference, stripe_rows=stripe_rows, vectors=vectors)
+        (HERE / f"{name}.cm").write_bytes(coded)
         (HERE / f"{name}.indices").write_bytes(indices.tobytes())
+        if vectors is not None:
+            (HERE / f"{name}.vectors").write_bytes(vectors.tobytes())
         height, width = indices.shape
         manifest.append(
             dict(name=name, kind="index_data", file=f"{name}.cm", width=width, height=height, k=k,
                  previous=f"{previous}.indices" if previous else None, stripe_rows=stripe_rows,
-                 indices=f"{name}.indices")
+                 vectors=f"{name}.vectors" if vectors is not None else None, indices=f"{name}.indices")
         )  # fmt: skip
     (HERE / "vectors.json").write_text(json.dumps(manifest, indent=1) + "\n")
 

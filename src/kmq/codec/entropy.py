@@ -26,6 +26,10 @@ __all__ = [
     "default_stripe_rows",
     "block_row_tops",
     "BLOCK_SIZE",
+    "MOTION_RANGE",
+    "block_count",
+    "motion_reference",
+    "predict_rows",
 ]
 
 BLOCK_SIZE = 16
@@ -41,14 +45,25 @@ FLAG_P = 256
 FLAG_BLOCK = 288
 TREE = 296
 
+MOTION_SAME = 0  # + [predicted vector == above vector]: "the vector is the predicted one"
+MOTION_ABOVE = 2  # "the vector is the above block's"
+MOTION_X = 4  # + node 1..31: the bits of dx + 16
+MOTION_Y = 36  # + node 1..31: the bits of dy + 16
+MOTION_CONTEXTS = 68  # after the tree's, in mode 2 only
+MOTION_BITS = 5
+
 MODE_INTRA = 0
 MODE_INTER = 1
+MODE_MOTION = 2
+MOTION_RANGE = (-(1 << (MOTION_BITS - 1)), (1 << (MOTION_BITS - 1)) - 1)
+"""Smallest and largest motion vector component a motion-compensated map may carry: -16, 15."""
 STRIPE_PIXELS = 1 << 18
 MAX_STRIPES = 64
 
 _TOP = 1 << 24
 _MASK32 = 0xFFFFFFFF
 _PAD_LEFT = 2
+_NO_VECTORS = np.zeros((1, 1, 2), np.int8)  # the kernels' vectors argument in modes 0 and 1
 _BYTES_PER_PIXEL_BOUND = 24  # 11 decisions at most, each at most 16 bits, plus slack
 
 
@@ -153,22 +168,79 @@ def _reserve(buf, pos, needed):
 
 
 @numba.njit(cache=True, nogil=True)
-def _code_stripe(buf, frame, previous, inter, k, bits, top, bottom, decoding):
+def _code_vector_part(buf, pos, code, range_, p0s, rates, base, value, decoding):
+    """One component of a motion vector: its 5 bits plus 16, most significant first, on a tree."""
+    node = 1
+    for level in range(MOTION_BITS - 1, -1, -1):
+        bit, pos, code, range_ = _code_flag(
+            buf, pos, code, range_, p0s, rates, base + node, ((value + 16) >> level) & 1, TREE_RATE_LIMIT, decoding
+        )
+        node = (node << 1) | bit
+    return node - (1 << MOTION_BITS) - 16, pos, code, range_
+
+
+@numba.njit(cache=True, nogil=True)
+def predict_rows(previous, vectors, block_row, reference, y0, y1, top, bottom):
+    """Rows ``y0``..``y1``-1 (block row ``block_row`` of ``vectors``) of mode 2's moved reference.
+
+    A numba kernel, callable from other kernels: each block's pixels are ``previous`` (a padded
+    map) at the block's vector from them, positions clamped to the stripe's rows ``top``..
+    ``bottom``-1 and to the frame's columns, written into the padded map ``reference``.
+    """
+    width = previous.shape[1] - 3
+    blocks = (width + BLOCK_SIZE - 1) // BLOCK_SIZE
+    b = 0
+    while b < blocks:
+        # A run of blocks with the same vector is one copy per row: long loops, clamped at the ends only.
+        dx = int(vectors[block_row, b, 0])
+        dy = int(vectors[block_row, b, 1])
+        end = b + 1
+        while end < blocks and vectors[block_row, end, 0] == dx and vectors[block_row, end, 1] == dy:
+            end += 1
+        x0 = b * BLOCK_SIZE
+        x1 = min(end * BLOCK_SIZE, width)
+        inner0 = min(max(x0, -dx), x1)
+        inner1 = max(min(x1, width - dx), inner0)
+        for y in range(y0, y1):
+            source = previous[min(max(y + dy, top), bottom - 1)]
+            target = reference[y]
+            for x in range(x0, inner0):
+                target[x + _PAD_LEFT] = source[_PAD_LEFT]
+            # Unsigned positions: numba then needs no negative-index handling, and the loop becomes
+            # a vector copy (some 30 times faster).
+            start = inner0 + _PAD_LEFT
+            for i in range(inner1 - inner0):
+                target[np.uint64(start + i)] = source[np.uint64(start + dx + i)]
+            for x in range(inner1, x1):
+                target[x + _PAD_LEFT] = source[width - 1 + _PAD_LEFT]
+        b = end
+
+
+@numba.njit(cache=True, nogil=True)
+def _code_stripe(buf, frame, previous, reference, vectors, first_block_row, mode, k, bits, top, bottom, decoding):
     """Encode rows ``top``..``bottom``-1 of ``frame`` into ``buf`` (grown as needed), or decode into them.
 
-    ``frame`` and ``previous`` are padded: pixel (y, x) lives at [y, x + 2], columns 0, 1 and the
-    last are zero, and the extra last row is zero; it stands for the rows above a stripe. To decode
-    inter data, ``frame`` starts as a copy of ``previous``, so unchanged blocks need no work.
-    Returns the buffer and the number of bytes written or read.
+    ``frame``, ``previous`` and ``reference`` are padded: pixel (y, x) lives at [y, x + 2], columns
+    0, 1 and the last are zero, and the extra last row is zero; it stands for the rows above a
+    stripe. To decode inter data (mode 1), ``frame`` starts as a copy of ``previous``, so unchanged
+    blocks need no work. In mode 2 (motion), ``vectors[first_block_row + i]`` holds the vectors of
+    the stripe's block row i and ``reference`` the motion-compensated previous map: given when
+    encoding, both filled here when decoding. Returns the buffer and the number of bytes written or read.
     """
     height = frame.shape[0] - 1
     width = frame.shape[1] - 3
-    p0s = np.full(TREE + (k << bits), PROBABILITY_ONE // 2, np.uint16)
-    rates = np.ones(TREE + (k << bits), np.uint8)
+    inter = mode != MODE_INTRA
+    motion = mode == MODE_MOTION
+    motion_base = TREE + (k << bits)
+    contexts = motion_base + (MOTION_CONTEXTS if motion else 0)
+    p0s = np.full(contexts, PROBABILITY_ONE // 2, np.uint16)
+    rates = np.ones(contexts, np.uint8)
     span = BLOCK_SIZE if inter else width
     blocks = (width + span - 1) // span
     changed_above = np.zeros(blocks + 1, np.uint8)
     changed = np.zeros(blocks + 1, np.uint8) if inter else np.ones(blocks + 1, np.uint8)
+    ref = reference if motion else previous
+    block_row = first_block_row - 1
     pos = 0
     code = 0
     range_ = _MASK32
@@ -181,14 +253,68 @@ def _code_stripe(buf, frame, previous, inter, k, bits, top, bottom, decoding):
         up2 = y - 2 if y - 1 > top else height
         if inter and (y - top) % BLOCK_SIZE == 0:
             changed_above, changed = changed, changed_above
+            block_row += 1
             if not decoding:
-                buf = _reserve(buf, pos, 4 * blocks + 16)
+                # At most 16 bits per decision: a block's flag, and in mode 2 up to 12 for its vector.
+                buf = _reserve(buf, pos, (2 + 24 * motion) * blocks + 16)
+            if motion:
+                for b in range(blocks):
+                    # Predicted: the left block's vector; the first block takes the one above it.
+                    above_x = above_y = 0
+                    if y > top:
+                        above_x = int(vectors[block_row - 1, b, 0])
+                        above_y = int(vectors[block_row - 1, b, 1])
+                    if b > 0:
+                        predicted_x = int(vectors[block_row, b - 1, 0])
+                        predicted_y = int(vectors[block_row, b - 1, 1])
+                    else:
+                        predicted_x = above_x
+                        predicted_y = above_y
+                    dx = int(vectors[block_row, b, 0])
+                    dy = int(vectors[block_row, b, 1])
+                    agree = int(predicted_x == above_x and predicted_y == above_y)
+                    same, pos, code, range_ = _code_flag(
+                        buf, pos, code, range_, p0s, rates, motion_base + MOTION_SAME + agree,
+                        int(dx == predicted_x and dy == predicted_y), FLAG_RATE_LIMIT, decoding,
+                    )
+                    if same:
+                        dx = predicted_x
+                        dy = predicted_y
+                    else:
+                        is_above = 0
+                        if not agree:
+                            is_above, pos, code, range_ = _code_flag(
+                                buf, pos, code, range_, p0s, rates, motion_base + MOTION_ABOVE,
+                                int(dx == above_x and dy == above_y), FLAG_RATE_LIMIT, decoding,
+                            )
+                        if is_above:
+                            dx = above_x
+                            dy = above_y
+                        else:
+                            dx, pos, code, range_ = _code_vector_part(
+                                buf, pos, code, range_, p0s, rates, motion_base + MOTION_X, dx, decoding
+                            )
+                            dy, pos, code, range_ = _code_vector_part(
+                                buf, pos, code, range_, p0s, rates, motion_base + MOTION_Y, dy, decoding
+                            )
+                    if decoding:
+                        vectors[block_row, b, 0] = dx
+                        vectors[block_row, b, 1] = dy
+                if decoding:
+                    last = min(y + BLOCK_SIZE, bottom)
+                    predict_rows(previous, vectors, block_row, reference, y, last, top, bottom)
+                    # Unchanged blocks are the reference; changed pixels are overwritten below.
+                    for row in range(y, last):
+                        target = frame[row]
+                        source = reference[row]
+                        for i in range(width):  # unsigned positions: a vector copy (see predict_rows)
+                            target[np.uint64(_PAD_LEFT + i)] = source[np.uint64(_PAD_LEFT + i)]
             for b in range(blocks):
                 left = changed[b - 1] if b > 0 else 0
                 ctx = FLAG_BLOCK + (left | (changed_above[b] << 1) | (changed_above[b + 1] << 2))
                 x0 = b * span + _PAD_LEFT
                 x1 = min(x0 + span, width + _PAD_LEFT)
-                truth = 0 if decoding else _block_changed(frame, previous, y, bottom, x0, x1)
+                truth = 0 if decoding else _block_changed(frame, ref, y, bottom, x0, x1)
                 bit, pos, code, range_ = _code_flag(
                     buf, pos, code, range_, p0s, rates, ctx, truth, FLAG_RATE_LIMIT, decoding
                 )
@@ -208,9 +334,9 @@ def _code_stripe(buf, frame, previous, inter, k, bits, top, bottom, decoding):
                 n = frame[up, col]
                 p = -1
                 if inter:
-                    p = previous[y, col]
+                    p = ref[y, col]
                     ctx = FLAG_P + _temporal_context(
-                        w, n, frame[up, col + 1], p, previous[y, col - 1], previous[up, col], previous[up, col + 1]
+                        w, n, frame[up, col + 1], p, ref[y, col - 1], ref[up, col], ref[up, col + 1]
                     )
                     bit, pos, code, range_ = _code_flag(
                         buf, pos, code, range_, p0s, rates, ctx, int(v == p), FLAG_RATE_LIMIT, decoding
@@ -262,13 +388,13 @@ def _code_stripe(buf, frame, previous, inter, k, bits, top, bottom, decoding):
 
 
 @numba.njit(cache=True, nogil=True)
-def _encode_stripe(buf, frame, previous, inter, k, bits, top, bottom):
-    return _code_stripe(buf, frame, previous, inter, k, bits, top, bottom, False)
+def _encode_stripe(buf, frame, previous, reference, vectors, first_block_row, mode, k, bits, top, bottom):
+    return _code_stripe(buf, frame, previous, reference, vectors, first_block_row, mode, k, bits, top, bottom, False)
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_stripe(data, frame, previous, inter, k, bits, top, bottom):
-    return _code_stripe(data, frame, previous, inter, k, bits, top, bottom, True)[1]
+def _decode_stripe(data, frame, previous, reference, vectors, first_block_row, mode, k, bits, top, bottom):
+    return _code_stripe(data, frame, previous, reference, vectors, first_block_row, mode, k, bits, top, bottom, True)[1]
 
 
 # --- the public functions -------------------------------------------------------------------------
@@ -321,6 +447,54 @@ def block_row_tops(height: int, stripe_rows: int) -> np.ndarray:
         for block_top in range(stripe_top, min(stripe_top + stripe_rows, height), BLOCK_SIZE)
     ]
     return np.array([*tops, height], np.int64)
+
+
+def block_count(width: int) -> int:
+    """Blocks across a row of inter coding's 16×16 blocks: ceil(width / 16)."""
+    return -(-width // BLOCK_SIZE)
+
+
+def motion_reference(previous: np.ndarray, vectors: np.ndarray, stripe_rows: int, out: np.ndarray) -> np.ndarray:
+    """The motion-compensated reference of mode 2: each block of ``previous`` moved by its vector.
+
+    Parameters
+    ----------
+    previous : ndarray of uint8
+        The previous frame's :func:`padded_map`.
+    vectors : ndarray of int8, shape (block rows, blocks, 2)
+        (dx, dy) of each block, block rows as :func:`block_row_tops` gives them, components in
+        :data:`MOTION_RANGE`. Block (r, b)'s pixel (y, x) is predicted by the previous map at
+        (y + dy, x + dx), clamped to the rows of its stripe and the columns of the frame.
+    stripe_rows : int
+        Rows per stripe.
+    out : ndarray of uint8
+        A :func:`padded_map` of the same shape to fill (its margins stay as they are: zero).
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+    """
+    height = previous.shape[0] - 1
+    tops = block_row_tops(height, stripe_rows)
+    for row in range(len(tops) - 1):
+        stripe_top = tops[row] - (tops[row] % stripe_rows)
+        predict_rows(
+            previous, vectors, row, out, int(tops[row]), int(tops[row + 1]),
+            stripe_top, min(stripe_top + stripe_rows, height),
+        )
+    return out
+
+
+def _check_vectors(vectors: object, height: int, width: int, stripe_rows: int) -> np.ndarray:
+    shape = (len(block_row_tops(height, stripe_rows)) - 1, block_count(width), 2)
+    array = np.asarray(vectors)
+    if array.shape != shape or array.dtype.kind not in "ui":
+        raise InputError(f"motion vectors must be integers of shape {shape}, got {array.dtype} {array.shape}")
+    low, high = MOTION_RANGE
+    if array.size and (array.min() < low or array.max() > high):
+        raise InputError(f"motion vector components must lie in {low}..{high}")
+    return np.ascontiguousarray(array, dtype=np.int8)
 
 
 @functools.cache
@@ -387,8 +561,9 @@ def encode_index_map(
     previous: np.ndarray | None = None,
     *,
     stripe_rows: int | None = None,
+    vectors: np.ndarray | None = None,
 ) -> bytes:
-    """Entropy-code an index map ("cm" method), intra or against the previous frame.
+    """Entropy-code an index map ("cm" method), intra, against the previous frame, or against it moved.
 
     Parameters
     ----------
@@ -402,6 +577,10 @@ def encode_index_map(
     stripe_rows : int, optional
         Rows per stripe; stripes are coded independently, so they can be coded in parallel.
         Default: :func:`default_stripe_rows`.
+    vectors : ndarray of int, shape (block rows, blocks, 2), optional
+        With ``previous``: a motion vector (dx, dy) per 16×16 block (see :func:`motion_reference`),
+        coded with the map; each block is then predicted by ``previous`` moved by its vector
+        (mode 2) instead of ``previous`` in place.
 
     Returns
     -------
@@ -436,7 +615,13 @@ def encode_index_map(
         stripe_rows = default_stripe_rows(width, height)
     if not isinstance(stripe_rows, (int, np.integer)) or not 1 <= stripe_rows <= height:
         raise InputError(f"stripe_rows must be an integer in 1..{height}, got {stripe_rows!r}")
-    return encode_padded_map(_padded(indices), k, _padded(previous) if inter else None, stripe_rows=int(stripe_rows))
+    if vectors is not None:
+        if not inter:
+            raise InputError("motion vectors need the previous frame's map")
+        vectors = _check_vectors(vectors, height, width, int(stripe_rows))
+    return encode_padded_map(
+        _padded(indices), k, _padded(previous) if inter else None, stripe_rows=int(stripe_rows), vectors=vectors
+    )
 
 
 def encode_padded_map(
@@ -446,6 +631,8 @@ def encode_padded_map(
     *,
     stripe_rows: int,
     buffers: list[np.ndarray] | None = None,
+    vectors: np.ndarray | None = None,
+    predicted: np.ndarray | None = None,
 ) -> bytes:
     """:func:`encode_index_map` of a map already in a :func:`padded_map`, trusting it: nothing is scanned or copied.
 
@@ -465,6 +652,10 @@ def encode_padded_map(
     buffers : list of ndarray, optional
         The coder's output buffers, kept by the caller between calls: one per stripe, replaced
         by a larger one when a stripe needs more, so that a sequence of frames reuses them.
+    vectors : ndarray of int8, optional
+        With ``reference``: each block's motion vector, checked (mode 2).
+    predicted : ndarray of uint8, optional
+        ``motion_reference(reference, vectors, stripe_rows, ...)`` when the caller has it already.
 
     Returns
     -------
@@ -474,8 +665,16 @@ def encode_padded_map(
     height = frame.shape[0] - 1
     width = frame.shape[1] - _PAD_LEFT - 1
     inter = reference is not None
+    mode = MODE_INTRA if not inter else MODE_MOTION if vectors is not None else MODE_INTER
+    if mode == MODE_MOTION:
+        if predicted is None:
+            predicted = motion_reference(reference, vectors, stripe_rows, padded_map(height, width))
+    else:
+        vectors = _NO_VECTORS
+        predicted = frame
     bits = index_bits(k)
     tops = range(0, height, stripe_rows)
+    rows_per_stripe = -(-stripe_rows // BLOCK_SIZE)
     if buffers is None:
         buffers = []
     while len(buffers) < len(tops):
@@ -485,12 +684,13 @@ def encode_padded_map(
         top = tops[stripe]
         bottom = min(top + stripe_rows, height)
         buffers[stripe], size = _encode_stripe(
-            buffers[stripe], frame, reference if inter else frame, inter, k, bits, top, bottom
+            buffers[stripe], frame, reference if inter else frame, predicted, vectors,
+            stripe * rows_per_stripe, mode, k, bits, top, bottom,
         )
         return size
 
     sizes = _map_stripes(encode, [(stripe,) for stripe in range(len(tops))])
-    header = bytes([MODE_INTER if inter else MODE_INTRA]) + stripe_rows.to_bytes(4, "little")
+    header = bytes([mode]) + stripe_rows.to_bytes(4, "little")
     lengths = b"".join(int(size).to_bytes(4, "little") for size in sizes[:-1])
     return b"".join((header, lengths, *(buffers[stripe][:size] for stripe, size in enumerate(sizes))))
 
@@ -533,14 +733,14 @@ def decode_index_map(
     """
     k = _check_k(k)
     check_pixel_count(width, height, max_pixels)
-    inter, stripe_rows, streams = _split_stripes(data, height, have_previous=previous is not None)
+    mode, stripe_rows, streams = _split_stripes(data, height, have_previous=previous is not None)
     reference = None
-    if inter:
+    if mode != MODE_INTRA:
         previous = _check_map(previous, k, "previous")
         if previous.shape != (height, width):
             raise InputError(f"previous has shape {previous.shape}, expected {(height, width)}")
         reference = _padded(previous)
-    return np.ascontiguousarray(map_view(_decode_stripes(streams, stripe_rows, width, height, k, reference)))
+    return np.ascontiguousarray(map_view(_decode_stripes(streams, mode, stripe_rows, width, height, k, reference)))
 
 
 def decode_padded_map(
@@ -557,20 +757,19 @@ def decode_padded_map(
     FormatError
         Corrupt or truncated data, or inter-coded data without ``reference``.
     """
-    inter, stripe_rows, streams = _split_stripes(data, height, have_previous=reference is not None)
-    return _decode_stripes(streams, stripe_rows, width, height, k, reference if inter else None)
+    mode, stripe_rows, streams = _split_stripes(data, height, have_previous=reference is not None)
+    return _decode_stripes(streams, mode, stripe_rows, width, height, k, reference if mode != MODE_INTRA else None)
 
 
 def _split_stripes(
     data: bytes | bytearray | memoryview, height: int, *, have_previous: bool
-) -> tuple[bool, int, list[memoryview]]:
+) -> tuple[int, int, list[memoryview]]:
     """Mode, stripe height and each stripe's stream, every length checked against the data."""
     reader = ByteReader(as_bytes_view(data), "index data")
     mode = reader.u8()
-    if mode not in (MODE_INTRA, MODE_INTER):
+    if mode not in (MODE_INTRA, MODE_INTER, MODE_MOTION):
         raise FormatError(f"index data: unknown coding mode {mode}")
-    inter = mode == MODE_INTER
-    if inter and not have_previous:
+    if mode != MODE_INTRA and not have_previous:
         raise FormatError("index data is inter coded: the previous frame is needed to decode it")
     stripe_rows = reader.u32()
     if not 1 <= stripe_rows <= height:
@@ -579,24 +778,39 @@ def _split_stripes(
     lengths = [reader.u32() for _ in range(stripes - 1)]
     streams = [reader.take(size) for size in lengths]
     streams.append(reader.rest())
-    return inter, stripe_rows, streams
+    return mode, stripe_rows, streams
 
 
 def _decode_stripes(
-    streams: list[memoryview], stripe_rows: int, width: int, height: int, k: int, reference: np.ndarray | None
+    streams: list[memoryview],
+    mode: int,
+    stripe_rows: int,
+    width: int,
+    height: int,
+    k: int,
+    reference: np.ndarray | None,
 ) -> np.ndarray:
-    """Decode each stripe's stream into a new padded map (inter when ``reference`` is given)."""
-    inter = reference is not None
-    # Inter decoding starts from a copy of the previous map, so unchanged blocks need no work.
-    frame = reference.copy() if inter else padded_map(height, width)
+    """Decode each stripe's stream into a new padded map (``reference``: the previous one, for modes 1 and 2)."""
+    # Mode 1 starts from a copy of the previous map, so unchanged blocks need no work; mode 2
+    # copies each block row of its moved reference as it goes.
+    frame = reference.copy() if mode == MODE_INTER else padded_map(height, width)
+    if mode == MODE_MOTION:
+        predicted = padded_map(height, width)
+        vectors = np.zeros((len(block_row_tops(height, stripe_rows)) - 1, block_count(width), 2), np.int8)
+    else:
+        predicted = frame
+        vectors = _NO_VECTORS
+    previous = reference if reference is not None else frame
     bits = index_bits(k)
     tops = range(0, height, stripe_rows)
+    rows_per_stripe = -(-stripe_rows // BLOCK_SIZE)
 
     def decode(top: int, stream: memoryview) -> int:
         # A writable copy: the kernel shares its code with the encoder, which writes its buffer.
         bottom = min(top + stripe_rows, height)
+        first_block_row = (top // stripe_rows) * rows_per_stripe
         return len(stream) - _decode_stripe(
-            np.array(stream, np.uint8), frame, reference if inter else frame, inter, k, bits, top, bottom
+            np.array(stream, np.uint8), frame, previous, predicted, vectors, first_block_row, mode, k, bits, top, bottom
         )
 
     unread = _map_stripes(decode, list(zip(tops, streams)))

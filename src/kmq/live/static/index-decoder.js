@@ -1,7 +1,7 @@
 // Index decoder: the "cm" index data of docs/FORMAT.md section 5 — an adaptive binary range
-// decoder with 16-bit probabilities, contexts from neighbour equalities, and 16×16 inter blocks —
-// turned back into a palette-index map. Integer arithmetic on values below 2^32 only, so every
-// browser gets the bytes the Python decoder gets.
+// decoder with 16-bit probabilities, contexts from neighbour equalities, 16×16 inter blocks and
+// their motion vectors — turned back into a palette-index map. Integer arithmetic on values below
+// 2^32 only, so every browser gets the bytes the Python decoder gets.
 
 import { FormatError } from './records.js';
 
@@ -13,9 +13,18 @@ const FLAG_N = 128;
 const FLAG_P = 256;
 const FLAG_BLOCK = 288;
 const TREE = 296;
+// Motion contexts (mode 2), after the tree's: M + 0 / M + 1 "the predicted vector", M + 2 "the
+// vector above", then the trees of dx + 16 and dy + 16 (section 5.7).
+const MOTION_SAME = 0;
+const MOTION_ABOVE = 2;
+const MOTION_X = 4;
+const MOTION_Y = 36;
+const MOTION_CONTEXTS = 68;
+const MOTION_BITS = 5;
 const TOP = 16777216; // 2^24
 const MODE_INTRA = 0;
 const MODE_INTER = 1;
+const MODE_MOTION = 2;
 /** Side of the square blocks whose "changed" flag an inter-coded map sends. */
 export const BLOCK_SIZE = 16;
 /** Columns of zeros left of each row of a padded map (and one to its right). */
@@ -81,14 +90,17 @@ class RangeDecoder {
 }
 
 /**
- * Reusable work space of the decoder: probability tables and block flags, grown on demand so that
- * decoding frame after frame allocates nothing.
+ * Reusable work space of the decoder: probability tables, block flags and, for motion data, block
+ * vectors and the moved reference map, grown on demand so that decoding frame after frame
+ * allocates nothing.
  */
 export class IndexScratch {
   constructor() {
     this.p0s = new Uint16Array(0);
     this.rates = new Uint8Array(0);
     this.flags = new Uint8Array(0);
+    this.vectors = new Int8Array(0);
+    this.moved = new Uint8Array(0);
   }
 
   tables(contexts) {
@@ -104,6 +116,18 @@ export class IndexScratch {
     if (this.flags.length < 2 * count) this.flags = new Uint8Array(2 * count);
     this.flags.fill(0);
   }
+
+  /** Two rows of `blocks` vectors (dx, dy), zero: the block row above and this one. */
+  blockVectors(blocks) {
+    if (this.vectors.length < 4 * blocks) this.vectors = new Int8Array(4 * blocks);
+    this.vectors.fill(0);
+  }
+
+  /** Room for the moved reference, a padded map of `length` bytes: its zero row now, the rest as it is built. */
+  movedMap(length, stride) {
+    if (this.moved.length < length) this.moved = new Uint8Array(length);
+    this.moved.fill(0, length - stride, length);
+  }
 }
 
 /**
@@ -111,12 +135,16 @@ export class IndexScratch {
  * stream, checked against the data's length.
  * @param {Uint8Array} data the index data exactly
  * @param {number} height rows of the map
- * @returns {{inter: boolean, rows: number, stripes: Array<{top: number, bottom: number, start: number, end: number}>}}
+ * @returns {{mode: number, inter: boolean, rows: number,
+ *   stripes: Array<{top: number, bottom: number, start: number, end: number}>}}
+ *   mode 0 (intra), 1 (inter) or 2 (motion); inter: whether it needs the previous map (modes 1, 2)
  */
 export function indexLayout(data, height) {
   if (data.length < 5) throw new FormatError(`index data: needs 5 bytes of header, ${data.length} given (truncated?)`);
   const mode = data[0];
-  if (mode !== MODE_INTRA && mode !== MODE_INTER) throw new FormatError(`index data: unknown coding mode ${mode}`);
+  if (mode !== MODE_INTRA && mode !== MODE_INTER && mode !== MODE_MOTION) {
+    throw new FormatError(`index data: unknown coding mode ${mode}`);
+  }
   const rows = (data[1] | (data[2] << 8) | (data[3] << 16) | (data[4] << 24)) >>> 0;
   if (rows < 1 || rows > height) throw new FormatError(`index data: stripe height ${rows} outside 1..${height}`);
   const count = Math.ceil(height / rows);
@@ -136,20 +164,21 @@ export function indexLayout(data, height) {
     stripes.push({ top: s * rows, bottom: Math.min((s + 1) * rows, height), start: offset, end });
     offset = end;
   }
-  return { inter: mode === MODE_INTER, rows, stripes };
+  return { mode, inter: mode !== MODE_INTRA, rows, stripes };
 }
 
 /**
  * One stripe of index data as index data of its own (a map of the stripe's rows, in one
- * stripe): it decodes to exactly those rows, since a stripe sees nothing above its first row.
+ * stripe): it decodes to exactly those rows, since a stripe sees nothing above its first row (nor,
+ * in mode 2, anything of the previous map outside its rows).
  * @param {Uint8Array} data the whole index data
- * @param {{inter: boolean}} layout from indexLayout
+ * @param {{mode: number}} layout from indexLayout
  * @param {{top: number, bottom: number, start: number, end: number}} stripe one of layout.stripes
  */
 export function stripeAlone(data, layout, stripe) {
   const rows = stripe.bottom - stripe.top;
   const alone = new Uint8Array(5 + stripe.end - stripe.start);
-  alone[0] = layout.inter ? MODE_INTER : MODE_INTRA;
+  alone[0] = layout.mode;
   alone[1] = rows & 0xff;
   alone[2] = (rows >>> 8) & 0xff;
   alone[3] = (rows >>> 16) & 0xff;
@@ -167,21 +196,24 @@ export function stripeAlone(data, layout, stripe) {
  * @param {Uint8Array|null} reference the previous frame's padded map (needed for inter data)
  * @param {Uint8Array} out padded map to fill (paddedLength(width, height) bytes); may not be `reference`
  * @param {IndexScratch} [scratch]
- * @returns {boolean} whether the data was inter coded
+ * @returns {boolean} whether the data was inter coded (mode 1 or 2)
  */
 export function decodeIndexData(data, width, height, k, reference, out, scratch = new IndexScratch()) {
   if (!(k >= 1 && k <= 256)) throw new FormatError(`index data: k must be 1..256, got ${k}`);
   if (out.length !== paddedLength(width, height)) throw new Error('index data: output map has the wrong size');
   const layout = indexLayout(data, height);
-  const inter = layout.inter;
+  const { mode, inter } = layout;
   if (inter && !reference) {
     throw new FormatError('index data is inter coded: the previous frame is needed to decode it');
   }
-  if (inter) out.set(reference);
+  // Mode 1 starts from the previous map, so unchanged blocks need no work; mode 2 writes each
+  // block row's moved reference into `out` before decoding its pixels.
+  if (mode === MODE_INTER) out.set(reference);
+  if (mode === MODE_MOTION) scratch.movedMap(out.length, width + 3);
   const bits = indexBits(k);
   for (const { top, bottom, start, end } of layout.stripes) {
     const previous = inter ? reference : out;
-    const read = decodeStripe(data, start, end, out, previous, inter, width, height, k, bits, top, bottom, scratch);
+    const read = decodeStripe(data, start, end, out, previous, mode, width, height, k, bits, top, bottom, scratch);
     const leftOver = end - read;
     if (leftOver !== 0) {
       const problem = leftOver < 0 ? 'ends early' : `has ${leftOver} bytes left over`;
@@ -191,10 +223,52 @@ export function decodeIndexData(data, width, height, k, reference, out, scratch 
   return inter;
 }
 
-/** One stripe (section 5.6); returns the position after the last byte read. */
-function decodeStripe(bytes, start, end, frame, previous, inter, width, height, k, bits, top, bottom, scratch) {
+/** One component of a block's vector: 5 bits of it plus 16 on a tree of contexts from `base` (section 5.7). */
+function vectorPart(rd, p0s, rates, base) {
+  let node = 1;
+  for (let i = 0; i < MOTION_BITS; i++) node = (node << 1) | rd.bit(p0s, rates, base + node, TREE_LIMIT);
+  return node - (1 << MOTION_BITS) - 16;
+}
+
+/**
+ * Rows y0..y1-1 of the moved reference (section 5.7): each block's pixels from `previous` at its
+ * vector's offset, clamped to the stripe's rows and the frame's columns; written to both `moved`
+ * and `frame` (an unchanged block is the reference; a changed block's pixels are decoded over it).
+ */
+function moveRows(previous, vectors, at, moved, frame, width, y0, y1, top, bottom) {
   const stride = width + 3;
-  const contexts = TREE + (k << bits);
+  const blocks = Math.ceil(width / BLOCK_SIZE);
+  for (let y = y0; y < y1; y++) {
+    const row = y * stride;
+    moved[row] = moved[row + 1] = moved[row + width + 2] = 0;
+  }
+  for (let b = 0; b < blocks; b++) {
+    const dx = vectors[at + 2 * b];
+    const dy = vectors[at + 2 * b + 1];
+    const x0 = b * BLOCK_SIZE;
+    const x1 = Math.min(x0 + BLOCK_SIZE, width);
+    const inside = x0 + dx >= 0 && x1 + dx <= width;
+    for (let y = y0; y < y1; y++) {
+      const row = y * stride + PAD_LEFT;
+      const source = Math.min(Math.max(y + dy, top), bottom - 1) * stride + PAD_LEFT;
+      if (inside) {
+        for (let x = x0; x < x1; x++) frame[row + x] = moved[row + x] = previous[source + x + dx];
+      } else {
+        for (let x = x0; x < x1; x++) {
+          frame[row + x] = moved[row + x] = previous[source + Math.min(Math.max(x + dx, 0), width - 1)];
+        }
+      }
+    }
+  }
+}
+
+/** One stripe (sections 5.6, 5.7); returns the position after the last byte read. */
+function decodeStripe(bytes, start, end, frame, previous, mode, width, height, k, bits, top, bottom, scratch) {
+  const stride = width + 3;
+  const inter = mode !== MODE_INTRA;
+  const motion = mode === MODE_MOTION;
+  const motionBase = TREE + (k << bits);
+  const contexts = motionBase + (motion ? MOTION_CONTEXTS : 0);
   scratch.tables(contexts);
   const p0s = scratch.p0s;
   const rates = scratch.rates;
@@ -205,6 +279,13 @@ function decodeStripe(bytes, start, end, frame, previous, inter, width, height, 
   let above = scratch.flags.subarray(0, blocks + 1);
   let changed = scratch.flags.subarray(blocks + 1, 2 * (blocks + 1));
   if (!inter) changed.fill(1);
+  // Two rows of vectors, (dx, dy) per block, at offsets `vectorsAbove` and `vectorsHere`.
+  let vectorsAbove = 0;
+  let vectorsHere = 2 * blocks;
+  if (motion) scratch.blockVectors(blocks);
+  const vectors = scratch.vectors;
+  // What P, PW, PN, PNE read: the previous map, or in mode 2 the moved one.
+  const ref = motion ? scratch.moved : previous;
   const rd = new RangeDecoder(bytes, start, end);
   const zeroRow = height * stride;
   for (let y = top; y < bottom; y++) {
@@ -215,6 +296,33 @@ function decodeStripe(bytes, start, end, frame, previous, inter, width, height, 
       const swap = above;
       above = changed;
       changed = swap;
+      if (motion) {
+        vectorsAbove = vectorsHere;
+        vectorsHere = 2 * blocks - vectorsHere;
+        for (let b = 0; b < blocks; b++) {
+          const aboveX = vectors[vectorsAbove + 2 * b];
+          const aboveY = vectors[vectorsAbove + 2 * b + 1];
+          // Predicted: the left block's vector; the first block takes the one above it.
+          const predictedX = b > 0 ? vectors[vectorsHere + 2 * b - 2] : aboveX;
+          const predictedY = b > 0 ? vectors[vectorsHere + 2 * b - 1] : aboveY;
+          const agree = predictedX === aboveX && predictedY === aboveY ? 1 : 0;
+          let dx;
+          let dy;
+          if (rd.bit(p0s, rates, motionBase + MOTION_SAME + agree, FLAG_LIMIT)) {
+            dx = predictedX;
+            dy = predictedY;
+          } else if (!agree && rd.bit(p0s, rates, motionBase + MOTION_ABOVE, FLAG_LIMIT)) {
+            dx = aboveX;
+            dy = aboveY;
+          } else {
+            dx = vectorPart(rd, p0s, rates, motionBase + MOTION_X);
+            dy = vectorPart(rd, p0s, rates, motionBase + MOTION_Y);
+          }
+          vectors[vectorsHere + 2 * b] = dx;
+          vectors[vectorsHere + 2 * b + 1] = dy;
+        }
+        moveRows(previous, vectors, vectorsHere, ref, frame, width, y, Math.min(y + BLOCK_SIZE, bottom), top, bottom);
+      }
       for (let b = 0; b < blocks; b++) {
         const left = b > 0 ? changed[b - 1] : 0;
         changed[b] = rd.bit(p0s, rates, FLAG_BLOCK + (left | (above[b] << 1) | (above[b + 1] << 2)), FLAG_LIMIT);
@@ -230,11 +338,11 @@ function decodeStripe(bytes, start, end, frame, previous, inter, width, height, 
         const n = frame[up + col];
         let p = -1;
         if (inter) {
-          p = previous[here];
+          p = ref[here];
           const t =
-            (w === previous[here - 1] ? 1 : 0) |
-            (n === previous[up + col] ? 2 : 0) |
-            (frame[up + col + 1] === previous[up + col + 1] ? 4 : 0) |
+            (w === ref[here - 1] ? 1 : 0) |
+            (n === ref[up + col] ? 2 : 0) |
+            (frame[up + col + 1] === ref[up + col + 1] ? 4 : 0) |
             (p === w ? 8 : 0) |
             (p === n ? 16 : 0);
           if (rd.bit(p0s, rates, FLAG_P + t, FLAG_LIMIT)) {

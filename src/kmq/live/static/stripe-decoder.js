@@ -21,6 +21,7 @@ export class StripeDecoder {
    * Decode one stripe into RGBA rows.
    * @param {{stripe: number, top: number, rows: number, width: number, k: number, inter: boolean,
    *   data: Uint8Array, table: Uint32Array, rgba: ArrayBuffer}} job
+   *   inter: whether the data needs the stripe's previous map (modes 1 and 2);
    *   data: the stripe as index data of its own (index-decoder.js stripeAlone); table: the frame's
    *   palette as 32-bit words laid out R, G, B, A; rgba: width × rows × 4 bytes to fill
    * @returns {ArrayBuffer} job.rgba, filled
