@@ -98,6 +98,29 @@ def test_the_palette_carries_over_with_small_updates(photo):
         assert np.median(drift) <= 2
 
 
+def test_a_camera_pan_is_coded_as_motion(photo):
+    frames = pan(photo, 8, width=160, height=96, step=3)
+    moving = encode_all(VideoEncoder(160, 96, k=32), frames)
+    still = encode_all(VideoEncoder(160, 96, k=32, motion=False), frames)
+    # Most blocks find the pan (3 pixels to the left in the picture: dx = +3) ...
+    assert all(e.moved_blocks >= 0.6 * 10 * 6 for e in moving[1:])
+    assert all(e.moved_blocks == 0 for e in still)
+    # ... and the delta frames take a small part of the bytes, at nearly the same quality,
+    moving_bytes = sum(len(e.packet) for e in moving[1:])
+    still_bytes = sum(len(e.packet) for e in still[1:])
+    assert moving_bytes < 0.2 * still_bytes
+    assert np.mean([e.psnr for e in moving]) > np.mean([e.psnr for e in still]) - 0.5
+    # ... and decode to exactly what the encoder reconstructed.
+    decoded = decode_all(VideoEncoder(160, 96, k=32).header_bytes, [e.packet for e in moving])
+    assert all(np.array_equal(e.reconstructed, shown) for e, shown in zip(moving, decoded))
+
+
+def test_motion_search_leaves_a_still_picture_alone(photo):
+    frames = [np.ascontiguousarray(photo[:96, :128])] * 4
+    encoded = encode_all(VideoEncoder(128, 96, k=32), frames)
+    assert all(e.moved_blocks == 0 and e.changed_pixels == 0 for e in encoded[1:])
+
+
 def test_moving_content_codes_only_what_changed(photo):
     frames = [np.ascontiguousarray(photo[:96, :128]) for _ in range(4)]
     frames[3] = frames[3].copy()

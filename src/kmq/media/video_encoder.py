@@ -60,6 +60,8 @@ VIDEO_STRIPE_PIXELS = 1 << 17
 #: Threads that share a frame's work, and the ranges of rows each takes in turn on average.
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 _PIECES_PER_WORKER = 4
+#: Motion search: from the best of a few guesses, at most this many steps of one pixel.
+MOTION_STEPS = int(os.environ.get("MS", "4"))
 #: Weight of the newest frame in the running distortion average.
 _DISTORTION_SMOOTHING = 0.2
 
@@ -85,13 +87,15 @@ class EncodedFrame:
     palette_updates : int
         Palette entries sent (all of them on a keyframe).
     changed_pixels : int
-        Pixels whose index differs from the previous frame's (all on a keyframe).
+        Pixels whose index differs from the previous frame's at the same place (all on a keyframe).
     mse : float
         Mean squared error per channel value against the input frame.
     palette : numpy.ndarray
         The frame's palette, n×C uint8.
     indices : numpy.ndarray
         H×W uint8.
+    moved_blocks : int
+        16×16 blocks predicted from elsewhere in the previous frame (non-zero motion vector).
     """
 
     packet: bytes
@@ -105,6 +109,7 @@ class EncodedFrame:
     mse: float
     palette: np.ndarray
     indices: np.ndarray
+    moved_blocks: int = 0
 
     @property
     def psnr(self) -> float:
@@ -212,6 +217,7 @@ class VideoEncoder:
         seed: int = 0,
         block_tolerance: float = DEFAULT_BLOCK_TOLERANCE,
         pixel_tolerance: float = DEFAULT_PIXEL_TOLERANCE,
+        motion: bool = True,
     ) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= 256:
             raise InputError(f"k must be a whole number from 2 to 256, got {k!r}")
@@ -238,6 +244,7 @@ class VideoEncoder:
         self.seed = seed
         self.block_tolerance = float(block_tolerance)
         self.pixel_tolerance = float(pixel_tolerance)
+        self.motion = bool(motion)
         self.totals = EncoderTotals()
         self._pts_step = 1 / (rate * self.header.time_base)
         self._nearest = np.full(1 << (TABLE_BITS * channels), -1, np.int16)
@@ -258,6 +265,10 @@ class VideoEncoder:
         self._offsets = np.zeros((8, 8), np.int16)
         self._stripe_rows = entropy.default_stripe_rows(width, height, VIDEO_STRIPE_PIXELS)
         self._band_tops = entropy.block_row_tops(height, self._stripe_rows)
+        vector_shape = (len(self._band_tops) - 1, entropy.block_count(width), 2)
+        self._vectors = np.zeros(vector_shape, np.int8)  # last frame's motion vectors
+        self._vectors_spare = np.zeros(vector_shape, np.int8)
+        self._predicted = entropy.padded_map(height, width)  # the moved reference of this frame
 
     @classmethod
     def for_source(cls, info: Any, **settings: Any) -> VideoEncoder:
@@ -339,13 +350,26 @@ class VideoEncoder:
             self._offsets = _bayer_offsets(palette)
         padded = entropy.padded_map(header.height, header.width)
         indices = entropy.map_view(padded)
-        squared_error, changed_pixels = self._map(frame, palette, indices, None if keyframe else self._indices)
+        self._refresh_nearest(palette)
+        vectors = None
+        reference = None if keyframe else self._indices
+        if not keyframe and self.motion and header.channels == 3:
+            vectors = self._search_motion(frame, palette)
+            if vectors.any():
+                reference = entropy.map_view(self._predicted)
+            else:
+                vectors = None
+        squared_error, changed_pixels = self._map(frame, palette, indices, reference)
+        if vectors is not None:  # the map's count is against the moved reference
+            changed_pixels = int(np.count_nonzero(indices != self._indices))
         index_data = entropy.encode_padded_map(
             padded,
             len(palette),
             None if keyframe else self._padded,
             stripe_rows=self._stripe_rows,
             buffers=self._coder_buffers,
+            vectors=vectors,
+            predicted=self._predicted if vectors is not None else None,
         )
         packet = pack_frame(number, pts, keyframe=keyframe, palette=palette, changed=changed, index_data=index_data)
 
@@ -360,6 +384,10 @@ class VideoEncoder:
             if refit or self._distortion is None
             else (1 - _DISTORTION_SMOOTHING) * self._distortion + _DISTORTION_SMOOTHING * fit.distortion
         )
+        if vectors is not None:
+            self._vectors, self._vectors_spare = vectors, self._vectors
+        elif not keyframe:
+            self._vectors[:] = 0
         self._since_keyframe = 0 if keyframe else self._since_keyframe + 1
         self._keyframe_requested = False
         encoded = EncodedFrame(
@@ -370,6 +398,7 @@ class VideoEncoder:
             refit=refit,
             scene_cut=scene_cut,
             palette_updates=len(palette) if keyframe else int(changed.sum()) if changed is not None else 0,
+            moved_blocks=0 if vectors is None else int(vectors.any(axis=2).sum()),
             changed_pixels=header.pixels if keyframe else changed_pixels,
             mse=squared_error / samples,
             palette=palette,
@@ -436,14 +465,8 @@ class VideoEncoder:
         palette[moved] = rounded[moved]
         return palette, moved
 
-    def _map(
-        self, frame: np.ndarray, palette: np.ndarray, indices: np.ndarray, previous: np.ndarray | None
-    ) -> tuple[float, int]:
-        """Write this frame's ``indices``, keeping the previous frame's where they are nearly as good.
-
-        Returns the squared error and the number of pixels whose index changed.
-        """
-        palette_int = palette.astype(np.int32)
+    def _refresh_nearest(self, palette: np.ndarray) -> None:
+        """Bring the nearest-entry table up to this frame's palette (entries that moved, or all)."""
         sent = self._sent
         if sent is None or sent.shape != palette.shape:
             self._nearest[:] = -1
@@ -452,7 +475,31 @@ class VideoEncoder:
             if changed.sum() * 4 > len(palette):
                 self._nearest[:] = -1
             else:
-                _update_nearest(self._nearest, palette_int, changed, TABLE_BITS)
+                _update_nearest(self._nearest, palette.astype(np.int32), changed, TABLE_BITS)
+
+    def _search_motion(self, frame: np.ndarray, palette: np.ndarray) -> np.ndarray:
+        """This frame's motion vectors (in ``self._vectors_spare``), with the moved reference in ``self._predicted``."""
+        vectors = self._vectors_spare
+        palette_int = palette.astype(np.int32)
+
+        def search(worker: int, first: int, last: int) -> None:
+            _search_motion(
+                frame, self._nearest, self._padded, palette_int, self._vectors, vectors, self._predicted,
+                self._band_tops, self._stripe_rows, self.block_tolerance, self.pixel_tolerance, MOTION_STEPS,
+                first, last,
+            )
+
+        _in_parallel(search, len(self._band_tops) - 1)
+        return vectors
+
+    def _map(
+        self, frame: np.ndarray, palette: np.ndarray, indices: np.ndarray, previous: np.ndarray | None
+    ) -> tuple[float, int]:
+        """Write this frame's ``indices``, keeping the previous frame's where they are nearly as good.
+
+        Returns the squared error and the number of pixels whose index changed.
+        """
+        palette_int = palette.astype(np.int32)
         has_previous = previous is not None
         dithered = self.dither == "ordered"
         targets = _dithered(frame, self._offsets) if dithered else frame
@@ -789,6 +836,150 @@ def _band_mapper(channels: int) -> Callable:
             changed[band] = band_changed
 
     return map_bands
+
+
+@numba.njit(cache=True, nogil=True)
+def _motion_cost(samples, count, previous, palette, dx, dy, top, bottom, tolerance, limit):
+    """What keeping the previous indices moved by (dx, dy) costs a block, from its sampled pixels.
+
+    A sample whose moved previous index costs at most ``tolerance`` more squared error than its
+    candidate (the index it would take otherwise) adds that excess: the encoder would keep it. A
+    sample beyond adds four times the tolerance: it would be coded, which costs far more than
+    keeping a nearly right index. Stops once the total is above ``limit``.
+    """
+    width = previous.shape[1] - 3
+    # Samples run in rows from the block's corners: with both inside, no position needs clamping.
+    inside = (
+        samples[0, 1] + dx >= 0
+        and samples[count - 1, 1] + 1 + dx <= width - 1
+        and samples[0, 0] + dy >= top
+        and samples[count - 1, 0] + dy <= bottom - 1
+    )
+    total = 0
+    for i in range(count):
+        sample = samples[np.uint64(i)]
+        if inside:
+            y = sample[0] + dy
+            x = sample[1] + dx
+        else:
+            y = min(max(sample[0] + dy, top), bottom - 1)
+            x = min(max(sample[1] + dx, 0), width - 1)
+        entry = np.uint64(previous[np.uint64(y), np.uint64(x + 2)])
+        red = sample[2] - palette[entry, 0]
+        green = sample[3] - palette[entry, 1]
+        blue = sample[4] - palette[entry, 2]
+        excess = red * red + green * green + blue * blue - sample[5]
+        total += excess if excess <= tolerance else 4 * tolerance
+        if total > limit:
+            break
+    return total
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cheaper(samples, count, previous, palette, dx, dy, top, bottom, tolerance, best, best_x, best_y):
+    """(dx, dy) and its cost when it costs less than ``best``, else the best so far; and whether it did."""
+    cost = _motion_cost(samples, count, previous, palette, dx, dy, top, bottom, tolerance, best)
+    if cost < best:
+        return cost, dx, dy, True
+    return best, best_x, best_y, False
+
+
+@numba.njit(cache=True, nogil=True)
+def _search_motion(
+    targets, nearest, previous, palette, last_vectors, vectors, reference, tops, stripe_rows,
+    block_tolerance, pixel_tolerance, steps, first, last,
+):
+    """Choose the motion vectors of block rows ``first..last-1`` and write their moved reference rows.
+
+    Each block's pixels are sampled (every other one, in a quincunx) with their candidate index's
+    error (the nearest-entry table, as the index choice uses it). The block tries no motion, its
+    left neighbour's vector and its own vector of the last frame, keeps the cheapest by
+    :func:`_motion_cost` (the first of equals), and, unless the whole block would then keep its
+    moved indices anyway (within ``block_tolerance`` per pixel), walks one pixel at a time towards
+    cheaper vectors. Block rows are independent, so threads may run disjoint ranges at once.
+    RGB frames only.
+    """
+    height, width = targets.shape[0], targets.shape[1]
+    blocks = vectors.shape[1]
+    entries = palette.shape[0]
+    shift = 8 - TABLE_BITS
+    low, high = entropy.MOTION_RANGE
+    samples = np.empty((128, 6), np.int32)
+    tolerance = np.int32(pixel_tolerance)
+    for row in range(first, last):
+        y0 = tops[row]
+        y1 = tops[row + 1]
+        top = y0 - y0 % stripe_rows
+        bottom = min(top + stripe_rows, height)
+        for b in range(blocks):
+            x0 = b * 16
+            x1 = min(x0 + 16, width)
+            count = 0
+            # Unsigned positions spare numba's negative-index handling in these loops (a third faster).
+            for y in range(y0, y1, 2):
+                pixels = targets[np.uint64(y)]
+                for x in range(x0 + ((y - y0) & 2) // 2, x1, 2):
+                    at = np.uint64(x)
+                    red = np.int32(pixels[at, 0])
+                    green = np.int32(pixels[at, 1])
+                    blue = np.int32(pixels[at, 2])
+                    key = ((red >> shift) << (2 * TABLE_BITS)) | ((green >> shift) << TABLE_BITS) | (blue >> shift)
+                    candidate = nearest[np.uint64(key)]
+                    if candidate < 0:
+                        candidate, _ = _cell_nearest(key, palette, TABLE_BITS, entries)
+                        nearest[key] = candidate
+                    sample = samples[np.uint64(count)]
+                    sample[0] = y
+                    sample[1] = x
+                    sample[2] = red
+                    sample[3] = green
+                    sample[4] = blue
+                    sample[5] = _distance(red, green, blue, 0, palette, np.uint64(candidate), False)
+                    count += 1
+            enough = block_tolerance * count
+            best_x = 0
+            best_y = 0
+            best = _motion_cost(samples, count, previous, palette, 0, 0, top, bottom, tolerance, 1 << 62)
+            for candidate in range(2):
+                if best <= enough:
+                    break
+                if candidate == 0:
+                    if b == 0:
+                        continue
+                    cx = int(vectors[row, b - 1, 0])
+                    cy = int(vectors[row, b - 1, 1])
+                else:
+                    cx = int(last_vectors[row, b, 0])
+                    cy = int(last_vectors[row, b, 1])
+                if cx != best_x or cy != best_y:
+                    best, best_x, best_y, _ = _cheaper(
+                        samples, count, previous, palette, cx, cy, top, bottom, tolerance, best, best_x, best_y
+                    )
+            back = -1  # the step back to where the walk came from: tried already
+            for _ in range(steps):
+                if best <= enough:
+                    break
+                taken = -1
+                centre_x = best_x
+                centre_y = best_y
+                for step in range(4):
+                    if step == back:
+                        continue
+                    cx = centre_x + (1 if step == 0 else -1 if step == 1 else 0)
+                    cy = centre_y + (1 if step == 2 else -1 if step == 3 else 0)
+                    if cx < low or cx > high or cy < low or cy > high:
+                        continue
+                    best, best_x, best_y, cheaper = _cheaper(
+                        samples, count, previous, palette, cx, cy, top, bottom, tolerance, best, best_x, best_y
+                    )
+                    if cheaper:
+                        taken = step
+                if taken < 0:
+                    break
+                back = taken ^ 1
+            vectors[row, b, 0] = best_x
+            vectors[row, b, 1] = best_y
+        entropy.predict_rows(previous, vectors, row, reference, y0, y1, top, bottom)
 
 
 @numba.njit(cache=True, nogil=True)
