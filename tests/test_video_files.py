@@ -94,6 +94,20 @@ def test_encode_prints_a_summary_and_decode_gives_the_decoders_frames_exactly(tm
         assert time_a == pytest.approx(time_b, abs=1e-3) and np.array_equal(pixels_a, pixels_b)
 
 
+def test_no_motion_codes_the_pan_in_place_and_larger(tmp_path, clip):
+    sizes = {}
+    for flags in ((), ("--no-motion",)):
+        out = tmp_path / f"out{len(flags)}.kmqv"
+        result = run_kmq("video", "encode", str(clip), "-o", str(out), "-k", "16", *flags)
+        assert result.returncode == 0, result.stderr
+        with open_video(out) as video:
+            frames = [frame.to_array() for frame in video]
+        assert len(frames) == 12
+        sizes[flags] = out.stat().st_size
+    # The pan moves 2 pixels a frame: with motion vectors its delta frames are far smaller.
+    assert sizes[()] < 0.6 * sizes[("--no-motion",)]
+
+
 def test_export_to_gif_keeps_each_frames_palette_exactly(tmp_path, coded):
     gif = tmp_path / "out.gif"
     result = run_kmq("video", "export", str(coded), "-o", str(gif))

@@ -122,6 +122,7 @@ def encode_video(
     k: int = 64,
     keyint: int = DEFAULT_KEYINT,
     dither: str = "none",
+    motion: bool = True,
     max_frames: int | None = None,
     start: float | None = None,
     duration: float | None = None,
@@ -144,6 +145,9 @@ def encode_video(
     keyint : int
         Keyframes at least this often (frames).
     dither : {"none", "ordered"}
+    motion : bool
+        Search each block's motion vector (RGB video); False codes every block in place, which
+        is faster on still pictures and costs more bytes on moving ones.
     max_frames : int, optional
         Stop after this many frames.
     start, duration : float, optional
@@ -177,7 +181,7 @@ def encode_video(
         input_path, size=size, start=start, duration=duration, max_frames=max_frames, max_pixels=max_pixels
     ) as source:
         info = source.info
-        encoder = VideoEncoder.for_source(info, k=k, keyint=keyint, dither=dither, seed=seed)
+        encoder = VideoEncoder.for_source(info, k=k, keyint=keyint, dither=dither, seed=seed, motion=motion)
         with atomic_output(output, force=force, inputs=(input_path,)) as stream:
             writer = KmqvWriter(stream, encoder.header)
             for frame in source:
