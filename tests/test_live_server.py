@@ -14,12 +14,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import run_kmq
-from kmq.codec.video import TAG_FRAME, StreamHeader, VideoDecoder, parse_frame
+from kmq.codec.video import TAG_FRAME, KmqvReader, StreamHeader, VideoDecoder, parse_frame
 from kmq.live.timing import TAG_TIMING, parse_timing
 
 #: Small frames keep the tests quick; the benchmark measures 1280×720.
@@ -518,10 +519,10 @@ def test_bad_live_arguments_fail_in_one_line(args, message):
     assert_one_error_line(result, message)
 
 
-def test_a_file_source_streams_then_ends_the_stream(tmp_path):
+def write_rolling_clip(clip: Path) -> None:
+    """12 frames of noise moving a pixel to the right each frame, 64×48, at 10 fps."""
     import av
 
-    clip = tmp_path / "clip.mkv"
     rng = np.random.default_rng(3)
     base = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     with av.open(str(clip), "w") as container:
@@ -534,6 +535,34 @@ def test_a_file_source_streams_then_ends_the_stream(tmp_path):
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+
+
+def recorded_modes(record: Path) -> list[int]:
+    """The index data mode (0 intra, 1 inter, 2 motion) of each frame of a recording."""
+    with open(record, "rb") as stream:
+        reader = KmqvReader(stream)
+        return [parse_frame(packet, reader.header).index_data[0] for _, packet in reader.packets()]
+
+
+@pytest.mark.parametrize("flags, delta_mode", [((), 2), (("--no-motion",), 1)])
+def test_the_moving_file_source_is_streamed_with_motion_vectors_unless_told_not_to(tmp_path, flags, delta_mode):
+    clip = tmp_path / "clip.mkv"
+    write_rolling_clip(clip)
+    record = tmp_path / "out.kmqv"
+    server = LiveProcess("--source", str(clip), "-k", "8", "--record", str(record), *flags)
+    try:
+        server.proc.wait(timeout=60)
+    finally:
+        output = server.stop()
+    assert server.proc.returncode == 0, output
+    modes = recorded_modes(record)
+    assert modes[0] == 0 and len(modes) >= 2
+    assert set(modes[1:]) <= {0, delta_mode} and delta_mode in modes[1:]
+
+
+def test_a_file_source_streams_then_ends_the_stream(tmp_path):
+    clip = tmp_path / "clip.mkv"
+    write_rolling_clip(clip)
     record = tmp_path / "out.kmqv"
     server = LiveProcess("--source", str(clip), "-k", "8", "--record", str(record))
     try:

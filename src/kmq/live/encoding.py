@@ -44,6 +44,8 @@ class LiveEncoder:
         Palette size.
     keyint : int, optional
         Keyframes at least this often (frames); default: every 8 seconds of the source's rate.
+    motion : bool
+        Search each block's motion vector (see :class:`kmq.VideoEncoder`).
     recorder : Recorder, optional
         Also writes every packet to a .kmqv file.
     on_end : callable, optional
@@ -57,6 +59,7 @@ class LiveEncoder:
         *,
         k: int = 64,
         keyint: int | None = None,
+        motion: bool = True,
         recorder: Recorder | None = None,
         on_end: Callable[[], None] | None = None,
     ) -> None:
@@ -67,7 +70,8 @@ class LiveEncoder:
         if keyint is None:
             keyint = max(1, round(8 * float(source.fps)))
         self.encoder = VideoEncoder(
-            source.width, source.height, k=k, keyint=keyint, frame_rate=source.fps, time_base=LIVE_TIME_BASE
+            source.width, source.height, k=k, keyint=keyint, frame_rate=source.fps, time_base=LIVE_TIME_BASE,
+            motion=motion,
         )
         self.encode_times = RecentTimes()
         self.all_encode_times = TimeHistogram()

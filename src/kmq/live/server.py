@@ -73,6 +73,8 @@ class LiveOptions:
         Palette size.
     keyint : int or None
         Keyframes at least every this many frames (default: 8 seconds' worth).
+    motion : bool
+        Search each block's motion vector (False: every block coded in place).
     host : str
         Address to bind; anything but loopback needs ``token``.
     port : int
@@ -99,6 +101,7 @@ class LiveOptions:
     loop: bool = False
     k: int = 64
     keyint: int | None = None
+    motion: bool = True
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
@@ -165,7 +168,8 @@ class LiveServer:
         encoder = await loop.run_in_executor(
             None,
             lambda: LiveEncoder(
-                self.source, self._publish_threadsafe, k=options.k, keyint=options.keyint, on_end=self._source_ended
+                self.source, self._publish_threadsafe, k=options.k, keyint=options.keyint, motion=options.motion,
+                on_end=self._source_ended,
             ),
         )
         if options.record is not None:
