@@ -61,7 +61,7 @@ VIDEO_STRIPE_PIXELS = 1 << 17
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 _PIECES_PER_WORKER = 4
 #: Motion search: from the best of a few guesses, at most this many steps of one pixel.
-MOTION_STEPS = int(os.environ.get("MS", "4"))
+MOTION_STEPS = 4
 #: Weight of the newest frame in the running distortion average.
 _DISTORTION_SMOOTHING = 0.2
 
