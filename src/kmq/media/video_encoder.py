@@ -904,7 +904,7 @@ def _search_motion(
     entries = palette.shape[0]
     shift = 8 - TABLE_BITS
     low, high = entropy.MOTION_RANGE
-    samples = np.empty((128, 6), np.int32)
+    samples = np.empty((entropy.BLOCK_SIZE * entropy.BLOCK_SIZE // 4, 6), np.int32)  # y, x, RGB, candidate's error
     tolerance = np.int32(pixel_tolerance)
     for row in range(first, last):
         y0 = tops[row]
@@ -912,8 +912,8 @@ def _search_motion(
         top = y0 - y0 % stripe_rows
         bottom = min(top + stripe_rows, height)
         for b in range(blocks):
-            x0 = b * 16
-            x1 = min(x0 + 16, width)
+            x0 = b * entropy.BLOCK_SIZE
+            x1 = min(x0 + entropy.BLOCK_SIZE, width)
             count = 0
             # Unsigned positions spare numba's negative-index handling in these loops (a third faster).
             for y in range(y0, y1, 2):
