@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kmq.codec import decode_image, decode_index_map, encode_image, encode_index_map
-from kmq.codec.entropy import block_count, block_row_tops
+from kmq.codec.entropy import motion_vector_shape
 from kmq.errors import FormatError
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -30,8 +30,7 @@ def vectors_of(entry: dict) -> np.ndarray | None:
     """The motion vectors a mode-2 vector was coded with: (block rows, blocks, 2) int8."""
     if not entry.get("vectors"):
         return None
-    block_rows = len(block_row_tops(entry["height"], entry["stripe_rows"])) - 1
-    shape = (block_rows, block_count(entry["width"]), 2)
+    shape = motion_vector_shape(entry["height"], entry["width"], entry["stripe_rows"])
     return np.fromfile(VECTORS / entry["vectors"], np.int8).reshape(shape)
 
 

@@ -11,13 +11,13 @@ from kmq.codec.entropy import (
     BLOCK_SIZE,
     MAX_STRIPES,
     MOTION_RANGE,
-    block_count,
     block_row_tops,
     decode_index_map,
     default_stripe_rows,
     encode_index_map,
     map_view,
     motion_reference,
+    motion_vector_shape,
     padded_map,
 )
 from kmq.errors import FormatError, InputError, LimitError
@@ -245,10 +245,6 @@ def test_stripe_heights_outside_the_map_are_refused(stripe_rows):
 # --- motion (mode 2) ------------------------------------------------------------------------------
 
 
-def vector_shape(height: int, width: int, stripe_rows: int) -> tuple[int, int, int]:
-    return len(block_row_tops(height, stripe_rows)) - 1, block_count(width), 2
-
-
 def moved(previous: np.ndarray, vectors: np.ndarray, stripe_rows: int) -> np.ndarray:
     """``previous`` with each block moved by its vector: what mode 2 predicts."""
     padded = padded_map(*previous.shape)
@@ -269,7 +265,7 @@ def test_motion_round_trip_with_random_vectors(height, width, k, stripe_fraction
     rng = np.random.default_rng(seed)
     previous = rng.integers(0, k, (height, width), dtype=np.uint8)
     low, high = MOTION_RANGE
-    vectors = rng.integers(low, high + 1, vector_shape(height, width, stripe_rows), dtype=np.int8)
+    vectors = rng.integers(low, high + 1, motion_vector_shape(height, width, stripe_rows), dtype=np.int8)
     # The moved previous map with changes here and there: unchanged and changed blocks both.
     current = moved(previous, vectors, stripe_rows)
     changed = rng.random(current.shape) < rng.choice([0.0, 0.01, 0.3])
@@ -282,7 +278,8 @@ def test_motion_round_trip_with_random_vectors(height, width, k, stripe_fraction
 @pytest.mark.parametrize("stripe_rows", [7, 16, 20, 60])
 def test_motion_round_trip_of_a_photo_like_map_with_stripes(stripe_rows):
     previous = smooth_map(60, 45, 20, seed=4)
-    vectors = np.random.default_rng(stripe_rows).integers(-16, 16, vector_shape(60, 45, stripe_rows), dtype=np.int8)
+    shape = motion_vector_shape(60, 45, stripe_rows)
+    vectors = np.random.default_rng(stripe_rows).integers(-16, 16, shape, dtype=np.int8)
     current = smooth_map(60, 45, 20, seed=5)
     np.testing.assert_array_equal(round_trip(current, 20, previous, stripe_rows=stripe_rows, vectors=vectors), current)
 
@@ -290,7 +287,7 @@ def test_motion_round_trip_of_a_photo_like_map_with_stripes(stripe_rows):
 def test_each_motion_coded_stripe_decodes_alone_from_the_previous_maps_same_rows():
     height, width, k, stripe_rows = 50, 40, 12, 20
     previous = smooth_map(height, width, k, seed=6)
-    vectors = np.random.default_rng(6).integers(-16, 16, vector_shape(height, width, stripe_rows), dtype=np.int8)
+    vectors = np.random.default_rng(6).integers(-16, 16, motion_vector_shape(height, width, stripe_rows), dtype=np.int8)
     current = moved(previous, vectors, stripe_rows)
     current[10:30, 5:9] = 0
     data = encode_index_map(current, k, previous, stripe_rows=stripe_rows, vectors=vectors)
@@ -312,7 +309,7 @@ def test_a_uniformly_moved_map_costs_a_few_bytes_in_mode_2():
     rows = np.clip(np.arange(120) + dy, 0, 119)
     columns = np.clip(np.arange(160) + dx, 0, 159)
     current = previous[np.ix_(rows, columns)]
-    vectors = np.zeros(vector_shape(120, 160, default_stripe_rows(160, 120)), np.int8)
+    vectors = np.zeros(motion_vector_shape(120, 160, default_stripe_rows(160, 120)), np.int8)
     vectors[...] = dx, dy
     motion = encode_index_map(current, 64, previous, vectors=vectors)
     assert len(motion) < 32
@@ -324,7 +321,7 @@ def test_zero_vectors_cost_next_to_nothing_over_mode_1():
     previous = smooth_map(40, 50, 16, seed=7)
     current = previous.copy()
     current[5:25, 10:30] = smooth_map(20, 20, 16, seed=8)
-    vectors = np.zeros(vector_shape(40, 50, 16), np.int8)
+    vectors = np.zeros(motion_vector_shape(40, 50, 16), np.int8)
     motion = encode_index_map(current, 16, previous, stripe_rows=16, vectors=vectors)
     assert motion[0] == 2
     assert len(motion) <= len(encode_index_map(current, 16, previous, stripe_rows=16)) + 4
@@ -334,7 +331,7 @@ def test_zero_vectors_cost_next_to_nothing_over_mode_1():
 @pytest.mark.parametrize("component", [MOTION_RANGE[0] - 1, MOTION_RANGE[1] + 1, 127, -128])
 def test_motion_vectors_out_of_range_are_refused(component):
     frame = smooth_map(20, 20, 8)
-    vectors = np.zeros(vector_shape(20, 20, 20), np.int16)
+    vectors = np.zeros(motion_vector_shape(20, 20, 20), np.int16)
     vectors[1, 0, 1] = component
     with pytest.raises(InputError, match="motion vector"):
         encode_index_map(frame, 8, frame, vectors=vectors)
@@ -369,7 +366,7 @@ def test_motion_data_without_the_previous_frame_is_refused():
 
 def test_every_truncation_of_motion_data_is_reported_as_format_error():
     previous = smooth_map(24, 24, 16)
-    vectors = np.random.default_rng(3).integers(-16, 16, vector_shape(24, 24, 8), dtype=np.int8)
+    vectors = np.random.default_rng(3).integers(-16, 16, motion_vector_shape(24, 24, 8), dtype=np.int8)
     current = smooth_map(24, 24, 16, seed=3)
     data = encode_index_map(current, 16, previous, stripe_rows=8, vectors=vectors)
     for size in range(len(data)):

@@ -102,7 +102,7 @@ STAGE = """async ({ records, decoders, worker }) => {
 
 def striped_stream() -> tuple[list[bytes], list[np.ndarray]]:
     """A small stream coded in five stripes, with changes, motion and palette updates: its records and frames."""
-    from kmq.codec.entropy import block_count, block_row_tops, encode_index_map
+    from kmq.codec.entropy import encode_index_map, motion_vector_shape
     from kmq.codec.video import StreamHeader, VideoDecoder, pack_frame
 
     rng = np.random.default_rng(7)
@@ -112,7 +112,7 @@ def striped_stream() -> tuple[list[bytes], list[np.ndarray]]:
     indices = (np.add.outer(np.arange(height) // 6, np.arange(width) // 9) % k).astype(np.uint8)
     records = [header.to_bytes()]
     previous = None
-    vector_shape = (len(block_row_tops(height, 11)) - 1, block_count(width), 2)
+    vector_shape = motion_vector_shape(height, width, 11)
     for number in range(6):
         changed = None
         vectors = None

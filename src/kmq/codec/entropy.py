@@ -27,7 +27,7 @@ __all__ = [
     "block_row_tops",
     "BLOCK_SIZE",
     "MOTION_RANGE",
-    "block_count",
+    "motion_vector_shape",
     "motion_reference",
     "predict_rows",
 ]
@@ -449,9 +449,20 @@ def block_row_tops(height: int, stripe_rows: int) -> np.ndarray:
     return np.array([*tops, height], np.int64)
 
 
-def block_count(width: int) -> int:
-    """Blocks across a row of inter coding's 16×16 blocks: ceil(width / 16)."""
-    return -(-width // BLOCK_SIZE)
+def motion_vector_shape(height: int, width: int, stripe_rows: int) -> tuple[int, int, int]:
+    """Shape of a map's motion vectors: (block rows as :func:`block_row_tops` gives them, blocks across, 2).
+
+    Examples
+    --------
+    >>> motion_vector_shape(40, 33, 24)
+    (3, 3, 2)
+    """
+    return len(block_row_tops(height, stripe_rows)) - 1, -(-width // BLOCK_SIZE), 2
+
+
+def _first_block_row(top: int, stripe_rows: int) -> int:
+    """Index, among the map's block rows, of the first block row of the stripe starting at ``top``."""
+    return (top // stripe_rows) * -(-stripe_rows // BLOCK_SIZE)
 
 
 def motion_reference(previous: np.ndarray, vectors: np.ndarray, stripe_rows: int, out: np.ndarray) -> np.ndarray:
@@ -487,7 +498,7 @@ def motion_reference(previous: np.ndarray, vectors: np.ndarray, stripe_rows: int
 
 
 def _check_vectors(vectors: object, height: int, width: int, stripe_rows: int) -> np.ndarray:
-    shape = (len(block_row_tops(height, stripe_rows)) - 1, block_count(width), 2)
+    shape = motion_vector_shape(height, width, stripe_rows)
     array = np.asarray(vectors)
     if array.shape != shape or array.dtype.kind not in "ui":
         raise InputError(f"motion vectors must be integers of shape {shape}, got {array.dtype} {array.shape}")
@@ -674,7 +685,6 @@ def encode_padded_map(
         predicted = frame
     bits = index_bits(k)
     tops = range(0, height, stripe_rows)
-    rows_per_stripe = -(-stripe_rows // BLOCK_SIZE)
     if buffers is None:
         buffers = []
     while len(buffers) < len(tops):
@@ -685,7 +695,7 @@ def encode_padded_map(
         bottom = min(top + stripe_rows, height)
         buffers[stripe], size = _encode_stripe(
             buffers[stripe], frame, reference if inter else frame, predicted, vectors,
-            stripe * rows_per_stripe, mode, k, bits, top, bottom,
+            _first_block_row(top, stripe_rows), mode, k, bits, top, bottom,
         )
         return size
 
@@ -796,21 +806,20 @@ def _decode_stripes(
     frame = reference.copy() if mode == MODE_INTER else padded_map(height, width)
     if mode == MODE_MOTION:
         predicted = padded_map(height, width)
-        vectors = np.zeros((len(block_row_tops(height, stripe_rows)) - 1, block_count(width), 2), np.int8)
+        vectors = np.zeros(motion_vector_shape(height, width, stripe_rows), np.int8)
     else:
         predicted = frame
         vectors = _NO_VECTORS
     previous = reference if reference is not None else frame
     bits = index_bits(k)
     tops = range(0, height, stripe_rows)
-    rows_per_stripe = -(-stripe_rows // BLOCK_SIZE)
 
     def decode(top: int, stream: memoryview) -> int:
         # A writable copy: the kernel shares its code with the encoder, which writes its buffer.
         bottom = min(top + stripe_rows, height)
-        first_block_row = (top // stripe_rows) * rows_per_stripe
         return len(stream) - _decode_stripe(
-            np.array(stream, np.uint8), frame, previous, predicted, vectors, first_block_row, mode, k, bits, top, bottom
+            np.array(stream, np.uint8), frame, previous, predicted, vectors, _first_block_row(top, stripe_rows),
+            mode, k, bits, top, bottom,
         )
 
     unread = _map_stripes(decode, list(zip(tops, streams)))

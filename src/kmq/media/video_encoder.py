@@ -265,7 +265,7 @@ class VideoEncoder:
         self._offsets = np.zeros((8, 8), np.int16)
         self._stripe_rows = entropy.default_stripe_rows(width, height, VIDEO_STRIPE_PIXELS)
         self._band_tops = entropy.block_row_tops(height, self._stripe_rows)
-        vector_shape = (len(self._band_tops) - 1, entropy.block_count(width), 2)
+        vector_shape = entropy.motion_vector_shape(height, width, self._stripe_rows)
         self._vectors = np.zeros(vector_shape, np.int8)  # last frame's motion vectors
         self._vectors_spare = np.zeros(vector_shape, np.int8)
         self._predicted = entropy.padded_map(height, width)  # the moved reference of this frame
