@@ -89,6 +89,7 @@ STAGE = """async ({ records, decoders, worker }) => {
         if (frames.length === records.length - 1) resolve();
       },
       skipped: (number) => errors.push(`skipped ${number}`),
+      discarded: (number) => errors.push(`discarded ${number}`),
       error: (message) => { errors.push(message); resolve(); },
     }, { decoders, worker });
   });

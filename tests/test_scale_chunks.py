@@ -60,23 +60,26 @@ def test_a_video_with_fewer_keyframes_than_chunks_gives_one_chunk_per_keyframe(c
     assert len(spans) == FRAMES // GOP
 
 
-def test_renumbering_a_packet_to_its_own_place_changes_no_byte(photo):
-    encoder = VideoEncoder(64, 48, k=8, keyint=4)
-    for t in range(7):  # keyframes, deltas with and without palette updates
+@pytest.mark.parametrize("layers", [1, 2])
+def test_renumbering_a_packet_to_its_own_place_changes_no_byte(photo, layers):
+    encoder = VideoEncoder(64, 48, k=8, keyint=4, temporal_layers=layers)
+    for t in range(7):  # keyframes, deltas with and without palette updates (and discardable ones)
         encoded = encoder.encode(np.ascontiguousarray(photo[200 + 3 * t : 248 + 3 * t, 100 : 164]))
         packet = parse_frame(encoded.packet, encoder.header)
         assert renumber_packet(packet, encoded.number, encoded.pts, 3) == encoded.packet
         moved = parse_frame(renumber_packet(packet, encoded.number + 100, encoded.pts + 5, 3), encoder.header)
         assert (moved.number, moved.pts) == (encoded.number + 100, encoded.pts + 5)
+        assert (moved.discardable, moved.skipped) == (packet.discardable, packet.skipped)
         assert bytes(moved.index_data) == bytes(packet.index_data) and np.array_equal(moved.palette_colors, packet.palette_colors)
 
 
-def test_the_joined_file_decodes_exactly_as_the_chunks_decoded_one_by_one(clip, tmp_path):
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_joined_file_decodes_exactly_as_the_chunks_decoded_one_by_one(clip, tmp_path, layers):
     spans, time_base = plan_chunks(clip, 3)
     chunk_paths = []
     for span in spans:
         path = tmp_path / f"chunk{span.index}.kmqv"
-        encode_chunk(str(clip), str(path), span, time_base, {"k": 16})
+        encode_chunk(str(clip), str(path), span, time_base, {"k": 16, "temporal_layers": layers})
         chunk_paths.append(path)
     joined = tmp_path / "joined.kmqv"
     join_chunks(chunk_paths, [span.offset for span in spans], joined)

@@ -247,6 +247,67 @@ def test_a_delta_frame_needs_the_frame_before_it(photo):
         decoder.decode(packets[2])
 
 
+def test_two_temporal_layers_alternate_discardable_frames(photo):
+    frames = pan(photo, 9, width=160, height=96, step=2)
+    encoder = VideoEncoder(160, 96, k=16, keyint=7, temporal_layers=2)
+    encoded = encode_all(encoder, frames)
+    kinds = ["K" if e.keyframe else "D" if e.discardable else "R" for e in encoded]
+    assert "".join(kinds) == "KDRDRDRKD"
+    packets = [parse_frame(e.packet, encoder.header) for e in encoded]
+    # A reference frame is coded against the reference two back; a discardable one against the
+    # reference just before it.
+    assert [p.skipped for p in packets] == [0, 0, 1, 0, 1, 0, 1, 0, 0]
+    assert all(e.moved_blocks > 0 for e in encoded[1:7])
+    # Every frame decodes to the encoder's reconstruction ...
+    decoded = decode_all(encoder.header_bytes, [e.packet for e in encoded])
+    assert all(np.array_equal(e.reconstructed, shown) for e, shown in zip(encoded, decoded))
+    # ... and so does every reference frame of a viewer that skipped the discardable ones.
+    decoder = VideoDecoder(encoder.header_bytes)
+    for made in encoded:
+        if not made.discardable:
+            assert np.array_equal(decoder.decode(made.packet).to_array(), made.reconstructed)
+
+
+def test_one_temporal_layer_is_the_default_and_codes_every_frame_against_the_last():
+    encoder = VideoEncoder(32, 24, k=4)
+    frame = np.zeros((24, 32, 3), np.uint8)
+    encoded = [encoder.encode(frame) for _ in range(4)]
+    assert not any(e.discardable for e in encoded)
+    assert all(parse_frame(e.packet, encoder.header).skipped == 0 for e in encoded)
+    with pytest.raises(InputError, match="temporal layers"):
+        VideoEncoder(32, 24, k=4, temporal_layers=3)
+
+
+def test_a_delta_frame_is_refused_without_its_reference_frame(photo):
+    encoder = VideoEncoder(96, 64, k=8, temporal_layers=2)
+    encoded = encode_all(encoder, pan(photo, 5))
+    packets = [parse_frame(e.packet, encoder.header) for e in encoded]
+    decoder = VideoDecoder(encoder.header_bytes)
+    decoder.decode(packets[0])
+    decoder.decode(packets[1])  # discardable: the reference is still frame 0
+    assert decoder.can_decode(packets[2]) and not decoder.can_decode(packets[4])
+    with pytest.raises(FormatError, match="coded against frame 2.*missing"):
+        decoder.decode(packets[4])  # frame 2, its reference, never came
+    decoder.decode(packets[2])
+    assert decoder.can_decode(packets[3]) and decoder.can_decode(packets[4])
+
+
+@pytest.mark.parametrize(
+    "flags, skipped, number, message",
+    [(1 | 4, 0, 3, "keyframe marked discardable"), (1, 1, 3, "keyframe"), (0, 3, 3, "claims 3 skipped")],
+)
+def test_impossible_layer_fields_are_refused(photo, flags, skipped, number, message):
+    encoder = VideoEncoder(96, 64, k=8)
+    encoder.encode(pan(photo, 1)[0])
+    record = bytearray(encoder.encode(pan(photo, 2)[1]).packet)
+    payload = record[8:-4]
+    payload[0:4] = number.to_bytes(4, "little")
+    payload[12] = flags | (payload[12] & 2)
+    payload[13] = skipped
+    with pytest.raises(FormatError, match=message):
+        parse_frame(pack_record(b"KMQF", bytes(payload)), encoder.header)
+
+
 def test_a_live_stream_is_a_header_then_packets_and_optional_records_are_skipped(photo):
     encoder = VideoEncoder(96, 64, k=8)
     encoded = encode_all(encoder, pan(photo, 3))

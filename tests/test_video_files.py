@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_error_line, run_kmq
+from kmq.codec.video import KmqvReader, VideoDecoder, parse_frame
 from kmq.errors import FormatError, InputError
 from kmq.media.video import decode_video, encode_video, export_video, open_video
 
@@ -106,6 +107,24 @@ def test_no_motion_codes_the_pan_in_place_and_larger(tmp_path, clip):
         sizes[flags] = out.stat().st_size
     # The pan moves 2 pixels a frame: with motion vectors its delta frames are far smaller.
     assert sizes[()] < 0.6 * sizes[("--no-motion",)]
+
+
+def test_two_temporal_layers_make_every_other_delta_frame_discardable(tmp_path, clip):
+    out = tmp_path / "layers.kmqv"
+    result = run_kmq("video", "encode", str(clip), "-o", str(out), "-k", "16", "--temporal-layers", "2")
+    assert result.returncode == 0, result.stderr
+    with open_video(out) as video:
+        frames = list(video)
+    assert len(frames) == 12
+    assert [frame.discardable for frame in frames] == [False] + [True, False] * 5 + [True]
+    # A player that skips the discardable frames shows the others exactly as they are.
+    with open(out, "rb") as stream:
+        reader = KmqvReader(stream)
+        decoder = VideoDecoder(reader.header)
+        for frame, (_, record) in zip(frames, reader.packets()):
+            packet = parse_frame(record, reader.header)
+            if not packet.discardable:
+                assert np.array_equal(decoder.decode(packet).to_array(), frame.to_array())
 
 
 def test_export_to_gif_keeps_each_frames_palette_exactly(tmp_path, coded):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kmq.codec.video import KmqvReader, VideoDecoder
+from kmq.codec.video import KmqvReader, VideoDecoder, parse_frame
 from kmq.errors import FormatError
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -27,6 +27,7 @@ def test_each_video_vector_decodes_to_its_frames(vector):
     frames = list(reader.frames())
     assert [f.pts for f in frames] == vector["pts"]
     assert [f.number for f in frames if f.keyframe] == vector["keyframes"]
+    assert [f.number for f in frames if f.discardable] == vector["discardable"]
     assert np.array_equal(np.stack([f.to_array() for f in frames]), expected_frames(vector))
 
 
@@ -38,6 +39,22 @@ def test_each_video_vector_plays_as_a_live_stream(vector):
     decoder.feed(reader.header.to_bytes())
     frames = [decoder.feed(record).to_array() for _, record in reader.packets()]
     assert np.array_equal(np.stack(frames), expected_frames(vector))
+
+
+def test_the_layered_vector_plays_without_its_discardable_frames():
+    """A viewer that is behind is sent only the reference frames: they decode exactly."""
+    (vector,) = [v for v in LISTED if v["discardable"]]
+    reader = KmqvReader(io.BytesIO((VECTORS / vector["file"]).read_bytes()))
+    decoder = VideoDecoder(reader.header)
+    expected = expected_frames(vector)
+    shown = []
+    for _, record in reader.packets():
+        packet = parse_frame(record, reader.header)
+        if packet.number not in vector["discardable"]:
+            frame = decoder.decode(packet)
+            shown.append(frame.number)
+            assert np.array_equal(frame.to_array(), expected[frame.number])
+    assert shown == [n for n in range(vector["frames"]) if n not in vector["discardable"]]
 
 
 def test_a_video_vector_cut_anywhere_is_refused_or_salvaged():

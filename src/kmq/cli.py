@@ -495,6 +495,7 @@ def _add_video_commands(commands: Any) -> None:
     encode.add_argument("--keyint", type=_positive_int, default=None, metavar="N", help="a keyframe at least every N frames (default 250)")
     encode.add_argument("--dither", choices=("none", "ordered"), default="none", help="dithering (default none)")
     encode.add_argument("--no-motion", dest="motion", action="store_false", help="no motion vectors: code every block in place (faster on still pictures, larger on moving ones)")
+    encode.add_argument("--temporal-layers", type=int, choices=(1, 2), default=1, metavar="{1,2}", help="2: every other delta frame is discardable, so a player that is behind can skip it (default 1)")
     encode.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N frames")
     encode.add_argument("--start", type=_seconds, default=None, metavar="T", help="skip to time T (seconds or [HH:]MM:SS)")
     encode.add_argument("--duration", type=_seconds, default=None, metavar="T", help="encode T of video")
@@ -536,6 +537,7 @@ def _run_video_encode(args: argparse.Namespace) -> int:
             k=args.k,
             dither=args.dither,
             motion=args.motion,
+            temporal_layers=args.temporal_layers,
             max_frames=args.max_frames,
             start=args.start,
             duration=args.duration,

@@ -69,6 +69,7 @@ def write_vector(name: str, frames: list[np.ndarray], **settings) -> dict:
         "time_base": [encoder.header.time_base.numerator, encoder.header.time_base.denominator],
         "keyframes": [packet.number for packet in packets if packet.keyframe],
         "palette_updates": [len(packet.palette_entries) for packet in packets],
+        "discardable": [packet.number for packet in packets if packet.discardable],
     }
 
 
@@ -76,10 +77,14 @@ def main() -> None:
     vectors = [
         write_vector("video_square_k8", moving_square(7), k=8, keyint=5),
         write_vector("video_square_rgba_k6", moving_square(4, channels=4), k=6, keyint=3),
+        write_vector("video_square_layers_k8", moving_square(8), k=8, keyint=6, temporal_layers=2),
     ]
     (HERE / "video_vectors.json").write_text(json.dumps(vectors, indent=2) + "\n")
     for vector in vectors:
-        print(vector["file"], f"{vector['frames']} frames, keyframes {vector['keyframes']}")
+        print(
+            vector["file"],
+            f"{vector['frames']} frames, keyframes {vector['keyframes']}, discardable {vector['discardable']}",
+        )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,10 @@ RECORD_OVERHEAD = CHUNK_OVERHEAD
 
 FLAG_KEYFRAME = 1
 FLAG_PALETTE_UPDATE = 2
-_KNOWN_FLAGS = FLAG_KEYFRAME | FLAG_PALETTE_UPDATE
+#: No later frame is coded against this one: a decoder keeps its reference, and a viewer that is
+#: behind may skip the frame without losing anything else (the upper temporal layer).
+FLAG_DISCARDABLE = 4
+_KNOWN_FLAGS = FLAG_KEYFRAME | FLAG_PALETTE_UPDATE | FLAG_DISCARDABLE
 
 _HEADER = struct.Struct("<BBHIIIIIII")
 _FRAME = struct.Struct("<IqBBH")
@@ -216,6 +219,11 @@ class FramePacket:
         Their colours, len(palette_entries)×C uint8.
     index_data : memoryview
         The coded index map.
+    discardable : bool
+        No later frame is coded against this one.
+    skipped : int
+        For a delta frame, how many (discardable) frames stand between it and the frame it is
+        coded against, frame ``number - 1 - skipped``.
     """
 
     number: int
@@ -225,6 +233,8 @@ class FramePacket:
     palette_entries: np.ndarray
     palette_colors: np.ndarray
     index_data: memoryview
+    discardable: bool = False
+    skipped: int = 0
 
 
 def pack_frame(
@@ -235,6 +245,8 @@ def pack_frame(
     palette: np.ndarray,
     changed: np.ndarray | None,
     index_data: bytes,
+    discardable: bool = False,
+    skipped: int = 0,
 ) -> bytes:
     """Build a frame record.
 
@@ -253,10 +265,18 @@ def pack_frame(
         palette (None or all False: no palette update).
     index_data : bytes
         The coded index map.
+    discardable : bool
+        No later frame will be coded against this one (never a keyframe).
+    skipped : int
+        For a delta frame, the discardable frames between it and its reference (0..255).
     """
+    if keyframe and (discardable or skipped):
+        raise InputError("a keyframe is a reference: it is neither discardable nor coded after skipped frames")
+    if not 0 <= skipped <= 255:
+        raise InputError(f"skipped frames must be 0..255, got {skipped}")
     palette = np.ascontiguousarray(palette, dtype=np.uint8)
     size = len(palette)
-    flags = 0
+    flags = FLAG_DISCARDABLE if discardable else 0
     parts = []
     if keyframe:
         flags |= FLAG_KEYFRAME
@@ -265,7 +285,7 @@ def pack_frame(
         flags |= FLAG_PALETTE_UPDATE
         parts.append(np.packbits(changed[:size], bitorder="little").tobytes())
         parts.append(palette[changed[:size]].tobytes())
-    head = _FRAME.pack(number, pts, flags, 0, size)
+    head = _FRAME.pack(number, pts, flags, skipped, size)
     return pack_record(TAG_FRAME, b"".join((head, *parts, index_data)))
 
 
@@ -283,12 +303,17 @@ def parse_frame(record: bytes | memoryview, header: StreamHeader, *, what: str =
     _, payload = split_record(record, what=what, limit=header.max_payload)
     if len(payload) < _FRAME.size:
         raise FormatError(f"{what} is truncated ({len(payload)} bytes)")
-    number, pts, flags, reserved, size = _FRAME.unpack_from(payload)
-    if flags & ~_KNOWN_FLAGS or reserved:
+    number, pts, flags, skipped, size = _FRAME.unpack_from(payload)
+    if flags & ~_KNOWN_FLAGS:
         raise FormatError(f"{what} has unknown flags {flags:#x}")
     if not 1 <= size <= header.k:
         raise FormatError(f"{what} has a palette of {size} entries, the stream allows 1..{header.k}")
     keyframe = bool(flags & FLAG_KEYFRAME)
+    discardable = bool(flags & FLAG_DISCARDABLE)
+    if keyframe and (discardable or skipped):
+        raise FormatError(f"{what} is a keyframe marked discardable or coded after skipped frames")
+    if skipped and skipped >= number:
+        raise FormatError(f"{what} is frame {number} and claims {skipped} skipped frames before it")
     channels = header.channels
     offset = _FRAME.size
     if keyframe and flags & FLAG_PALETTE_UPDATE:
@@ -316,6 +341,8 @@ def parse_frame(record: bytes | memoryview, header: StreamHeader, *, what: str =
         palette_entries=entries,
         palette_colors=colors,
         index_data=payload[offset + color_bytes :],
+        discardable=discardable,
+        skipped=skipped,
     )
 
 
@@ -345,6 +372,8 @@ class DecodedFrame:
         n×C uint8.
     indices : numpy.ndarray
         H×W uint8.
+    discardable : bool
+        Whether the packet was discardable (no later frame refers to it).
     """
 
     number: int
@@ -353,6 +382,7 @@ class DecodedFrame:
     keyframe: bool
     palette: np.ndarray
     indices: np.ndarray
+    discardable: bool = False
 
     def to_array(self) -> np.ndarray:
         """The frame's pixels, H×W×C uint8 (a palette look-up)."""
@@ -434,6 +464,16 @@ class VideoDecoder:
         """Whether a delta frame can be decoded now (a keyframe was decoded since the last reset)."""
         return self._padded is not None
 
+    def can_decode(self, packet: FramePacket) -> bool:
+        """Whether ``packet`` is a keyframe or a delta frame coded against the reference frame held now.
+
+        A viewer that was left without some frames (lost ones, or discardable ones skipped) asks
+        this before decoding: False means it waits for the next keyframe.
+        """
+        if packet.keyframe:
+            return True
+        return self._padded is not None and packet.number - 1 - packet.skipped == self._number
+
     def decode(self, packet: bytes | memoryview | FramePacket, *, what: str | None = None) -> DecodedFrame:
         """Decode one frame packet.
 
@@ -454,8 +494,12 @@ class VideoDecoder:
         else:
             if self._padded is None or self._palette is None:
                 raise FormatError(f"{what} is a delta frame and needs the frame before it (start at a keyframe)")
-            if packet.number != self._number + 1:
-                raise FormatError(f"{what} follows frame {self._number}: a frame is missing")
+            reference = packet.number - 1 - packet.skipped
+            if reference != self._number:
+                raise FormatError(
+                    f"{what} is coded against frame {reference}, but the last reference frame decoded"
+                    f" is {self._number}: a frame is missing"
+                )
             if packet.palette_size != len(self._palette):
                 raise FormatError(f"{what} changes the palette size without a keyframe")
             palette = self._palette.copy()
@@ -473,9 +517,10 @@ class VideoDecoder:
             raise FormatError(f"{what}: index map is damaged ({exc})") from None
         indices = entropy.map_view(padded)
         indices.flags.writeable = False  # the next frame's reference: callers read it, never change it
-        self._palette = palette
-        self._padded = padded
-        self._number = packet.number
+        if not packet.discardable:
+            self._palette = palette
+            self._padded = padded
+            self._number = packet.number
         return DecodedFrame(
             number=packet.number,
             pts=packet.pts,
@@ -483,6 +528,7 @@ class VideoDecoder:
             keyframe=packet.keyframe,
             palette=palette,
             indices=indices,
+            discardable=packet.discardable,
         )
 
 

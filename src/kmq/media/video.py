@@ -123,6 +123,7 @@ def encode_video(
     keyint: int = DEFAULT_KEYINT,
     dither: str = "none",
     motion: bool = True,
+    temporal_layers: int = 1,
     max_frames: int | None = None,
     start: float | None = None,
     duration: float | None = None,
@@ -148,6 +149,9 @@ def encode_video(
     motion : bool
         Search each block's motion vector (RGB video); False codes every block in place, which
         is faster on still pictures and costs more bytes on moving ones.
+    temporal_layers : {1, 2}
+        With 2, every other delta frame is discardable (a player that is behind may skip it);
+        the file is somewhat larger.
     max_frames : int, optional
         Stop after this many frames.
     start, duration : float, optional
@@ -181,7 +185,9 @@ def encode_video(
         input_path, size=size, start=start, duration=duration, max_frames=max_frames, max_pixels=max_pixels
     ) as source:
         info = source.info
-        encoder = VideoEncoder.for_source(info, k=k, keyint=keyint, dither=dither, seed=seed, motion=motion)
+        encoder = VideoEncoder.for_source(info, k=k, keyint=keyint, dither=dither, seed=seed, motion=motion,
+            temporal_layers=temporal_layers,
+        )
         with atomic_output(output, force=force, inputs=(input_path,)) as stream:
             writer = KmqvWriter(stream, encoder.header)
             for frame in source:

@@ -87,7 +87,8 @@ class EncodedFrame:
     palette_updates : int
         Palette entries sent (all of them on a keyframe).
     changed_pixels : int
-        Pixels whose index differs from the previous frame's at the same place (all on a keyframe).
+        Pixels whose index differs from the reference frame's at the same place (all on a
+        keyframe); the reference is the previous frame unless it was discardable.
     mse : float
         Mean squared error per channel value against the input frame.
     palette : numpy.ndarray
@@ -96,6 +97,8 @@ class EncodedFrame:
         H×W uint8.
     moved_blocks : int
         16×16 blocks predicted from elsewhere in the previous frame (non-zero motion vector).
+    discardable : bool
+        No later frame is coded against this one (the upper of two temporal layers).
     """
 
     packet: bytes
@@ -110,6 +113,7 @@ class EncodedFrame:
     palette: np.ndarray
     indices: np.ndarray
     moved_blocks: int = 0
+    discardable: bool = False
 
     @property
     def psnr(self) -> float:
@@ -192,6 +196,13 @@ class VideoEncoder:
     block_tolerance, pixel_tolerance : float
         Extra squared error per pixel (summed over channels) accepted to keep the previous index,
         for a whole 16×16 block and for a single pixel. Zero codes every change.
+    motion : bool
+        Search motion vectors (RGB frames) and code frames with moved blocks in mode 2.
+    temporal_layers : {1, 2}
+        With 2, every other delta frame is discardable: it is coded against the last reference
+        frame and no frame is coded against it, so that a viewer (or player) that falls behind
+        may skip it and lose nothing else; reference frames are then coded against the frame
+        two back. With 1 (the default) every frame is coded against the one before it.
 
     Examples
     --------
@@ -218,6 +229,7 @@ class VideoEncoder:
         block_tolerance: float = DEFAULT_BLOCK_TOLERANCE,
         pixel_tolerance: float = DEFAULT_PIXEL_TOLERANCE,
         motion: bool = True,
+        temporal_layers: int = 1,
     ) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= 256:
             raise InputError(f"k must be a whole number from 2 to 256, got {k!r}")
@@ -225,6 +237,8 @@ class VideoEncoder:
             raise InputError(f"video dither must be one of {', '.join(DITHERS)}; got {dither!r}")
         if isinstance(keyint, bool) or not isinstance(keyint, int) or keyint < 1:
             raise InputError(f"keyint must be a positive whole number, got {keyint!r}")
+        if temporal_layers not in (1, 2) or isinstance(temporal_layers, bool):
+            raise InputError(f"temporal layers must be 1 or 2, got {temporal_layers!r}")
         if not (block_tolerance >= 0 and pixel_tolerance >= 0):
             raise InputError("tolerances must be zero or positive")
         rate = Fraction(frame_rate).limit_denominator(1 << 16) if frame_rate else Fraction(30)
@@ -245,29 +259,35 @@ class VideoEncoder:
         self.block_tolerance = float(block_tolerance)
         self.pixel_tolerance = float(pixel_tolerance)
         self.motion = bool(motion)
+        self.temporal_layers = temporal_layers
         self.totals = EncoderTotals()
         self._pts_step = 1 / (rate * self.header.time_base)
         self._nearest = np.full(1 << (TABLE_BITS * channels), -1, np.int16)
+        self._nearest_palette: np.ndarray | None = None  # the palette self._nearest is for
         self._map_bands = _band_mapper(channels)
         self._keyframe_requested = True
         self._palette: np.ndarray | None = None  # float centroids, carried between frames
         self._sent: np.ndarray | None = None  # the uint8 palette the decoder holds
         # This frame's indices are written straight into a new padded map (the coder's layout),
-        # which is then the next frame's reference: no per-frame checks, scans or copies.
+        # which is then the next frame's reference: no per-frame checks, scans or copies. The
+        # palette, the map and ``_reference_number`` are the last reference frame's: a
+        # discardable frame leaves them as they were.
         self._padded: np.ndarray | None = None
         self._indices: np.ndarray | None = None  # the map inside self._padded
         self._coder_buffers: list[np.ndarray] = []
         self._bin_tables: np.ndarray | None = None
         self._since_keyframe = 0
+        self._reference_number = -1
         self._last_pts: int | None = None
         self._coarse: np.ndarray | None = None
         self._distortion: float | None = None
         self._offsets = np.zeros((8, 8), np.int16)
         self._stripe_rows = entropy.default_stripe_rows(width, height, VIDEO_STRIPE_PIXELS)
         self._band_tops = entropy.block_row_tops(height, self._stripe_rows)
-        vector_shape = entropy.motion_vector_shape(height, width, self._stripe_rows)
-        self._vectors = np.zeros(vector_shape, np.int8)  # last frame's motion vectors
-        self._vectors_spare = np.zeros(vector_shape, np.int8)
+        self._vector_shape = entropy.motion_vector_shape(height, width, self._stripe_rows)
+        # The last vectors found at each distance in frames from the reference: a block's guess
+        # for this frame is its own vector of the last frame coded at the same distance.
+        self._vectors: dict[int, np.ndarray] = {}
         self._predicted = entropy.padded_map(height, width)  # the moved reference of this frame
 
     @classmethod
@@ -345,6 +365,8 @@ class VideoEncoder:
             fit = fit_palette(histogram, self.k, seed=self.seed, restarts=REFIT_RESTARTS)
             keyframe = True
 
+        distance = number - self._reference_number
+        discardable = not keyframe and self.temporal_layers == 2 and distance == 1
         palette, changed = self._palette_to_send(fit.palette, keyframe)
         if refit and self.dither == "ordered":
             self._offsets = _bayer_offsets(palette)
@@ -354,7 +376,8 @@ class VideoEncoder:
         vectors = None
         reference = None if keyframe else self._indices
         if not keyframe and self.motion and header.channels == 3:
-            vectors = self._search_motion(frame, palette)
+            vectors = self._search_motion(frame, palette, self._vectors.get(distance))
+            self._vectors[distance] = vectors
             if vectors.any():
                 reference = entropy.map_view(self._predicted)
             else:
@@ -371,23 +394,30 @@ class VideoEncoder:
             vectors=vectors,
             predicted=self._predicted if vectors is not None else None,
         )
-        packet = pack_frame(number, pts, keyframe=keyframe, palette=palette, changed=changed, index_data=index_data)
+        packet = pack_frame(
+            number,
+            pts,
+            keyframe=keyframe,
+            palette=palette,
+            changed=changed,
+            index_data=index_data,
+            discardable=discardable,
+            skipped=0 if keyframe else distance - 1,
+        )
 
         samples = header.pixels * header.channels
-        self._palette = fit.palette
-        self._sent = palette
-        self._padded = padded
-        self._indices = indices
+        if not discardable:
+            self._palette = fit.palette
+            self._sent = palette
+            self._padded = padded
+            self._indices = indices
+            self._reference_number = number
         self._coarse = coarse
         self._distortion = (
             fit.distortion
             if refit or self._distortion is None
             else (1 - _DISTORTION_SMOOTHING) * self._distortion + _DISTORTION_SMOOTHING * fit.distortion
         )
-        if vectors is not None:
-            self._vectors, self._vectors_spare = vectors, self._vectors
-        elif not keyframe:
-            self._vectors[:] = 0
         self._since_keyframe = 0 if keyframe else self._since_keyframe + 1
         self._keyframe_requested = False
         encoded = EncodedFrame(
@@ -399,6 +429,7 @@ class VideoEncoder:
             scene_cut=scene_cut,
             palette_updates=len(palette) if keyframe else int(changed.sum()) if changed is not None else 0,
             moved_blocks=0 if vectors is None else int(vectors.any(axis=2).sum()),
+            discardable=discardable,
             changed_pixels=header.pixels if keyframe else changed_pixels,
             mse=squared_error / samples,
             palette=palette,
@@ -467,7 +498,7 @@ class VideoEncoder:
 
     def _refresh_nearest(self, palette: np.ndarray) -> None:
         """Bring the nearest-entry table up to this frame's palette (entries that moved, or all)."""
-        sent = self._sent
+        sent = self._nearest_palette
         if sent is None or sent.shape != palette.shape:
             self._nearest[:] = -1
         elif not np.array_equal(sent, palette):
@@ -476,15 +507,22 @@ class VideoEncoder:
                 self._nearest[:] = -1
             else:
                 _update_nearest(self._nearest, palette.astype(np.int32), changed, TABLE_BITS)
+        self._nearest_palette = palette
 
-    def _search_motion(self, frame: np.ndarray, palette: np.ndarray) -> np.ndarray:
-        """This frame's motion vectors (in ``self._vectors_spare``), with the moved reference in ``self._predicted``."""
-        vectors = self._vectors_spare
+    def _search_motion(self, frame: np.ndarray, palette: np.ndarray, guesses: np.ndarray | None) -> np.ndarray:
+        """This frame's motion vectors, with the moved reference in ``self._predicted``.
+
+        ``guesses`` are the vectors of the last frame coded at the same distance from its
+        reference (none yet: zero vectors).
+        """
+        vectors = np.empty(self._vector_shape, np.int8)
+        if guesses is None:
+            guesses = np.zeros(self._vector_shape, np.int8)
         palette_int = palette.astype(np.int32)
 
         def search(worker: int, first: int, last: int) -> None:
             _search_motion(
-                frame, self._nearest, self._padded, palette_int, self._vectors, vectors, self._predicted,
+                frame, self._nearest, self._padded, palette_int, guesses, vectors, self._predicted,
                 self._band_tops, self._stripe_rows, self.block_tolerance, self.pixel_tolerance, MOTION_STEPS,
                 first, last,
             )

@@ -182,7 +182,8 @@ def encode_chunk(
     time_base : fractions.Fraction
         Of the source's video stream.
     options : dict
-        Passed to :func:`kmq.media.video.encode_video` (k, keyint, dither, motion, size, seed, max_pixels).
+        Passed to :func:`kmq.media.video.encode_video` (k, keyint, dither, motion, temporal_layers, size,
+        seed, max_pixels).
 
     Returns
     -------
@@ -234,7 +235,16 @@ def renumber_packet(packet: FramePacket, number: int, pts: int, channels: int) -
     if not packet.keyframe and len(packet.palette_entries):
         changed = np.zeros(packet.palette_size, bool)
         changed[packet.palette_entries] = True
-    return pack_frame(number, pts, keyframe=packet.keyframe, palette=palette, changed=changed, index_data=bytes(packet.index_data))
+    return pack_frame(
+        number,
+        pts,
+        keyframe=packet.keyframe,
+        palette=palette,
+        changed=changed,
+        index_data=bytes(packet.index_data),
+        discardable=packet.discardable,
+        skipped=packet.skipped,
+    )
 
 
 def join_chunks(
@@ -345,7 +355,8 @@ def encode_video_chunked(
     stop : threading.Event, optional
         When set, the encode is abandoned (KeyboardInterrupt) and its chunk files removed.
     **options
-        ``k``, ``keyint``, ``dither``, ``motion``, ``size``, ``seed``, ``max_pixels`` as for
+        ``k``, ``keyint``, ``dither``, ``motion``, ``temporal_layers``, ``size``, ``seed``,
+        ``max_pixels`` as for
         :func:`kmq.media.video.encode_video`.
 
     Returns
@@ -354,7 +365,7 @@ def encode_video_chunked(
     """
     from kmq.media.video import EncodeSummary, default_video_output
 
-    unknown = set(options) - {"k", "keyint", "dither", "motion", "size", "seed", "max_pixels"}
+    unknown = set(options) - {"k", "keyint", "dither", "motion", "temporal_layers", "size", "seed", "max_pixels"}
     if unknown:
         raise InputError(f"chunked encoding does not take {', '.join(sorted(unknown))} (it encodes the whole video)")
     if scheduler and workers is not None:

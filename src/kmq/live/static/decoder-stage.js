@@ -1,17 +1,19 @@
 // Decoder stage on the page: between the socket source and the renderer. Parses each record
-// (packet parser), keeps the stream's state (palette, frame numbers), and hands the stripes of
-// each frame's index map to stripe decoders — in Web Workers, several at once when the machine
-// has the cores — then passes the frame's RGBA stripes on. Frames it cannot decode yet (after
-// joining, after a gap) are skipped to the next keyframe, and so are frames that pile up when
-// decoding falls behind, so delay never builds up here. Every frame packet it is done with is
-// acknowledged to the server, decoded or not.
+// (packet parser), keeps the stream's state (the reference frame's palette and number), and hands
+// the stripes of each frame's index map to stripe decoders — in Web Workers, several at once when
+// the machine has the cores — then passes the frame's RGBA stripes on. Frames it cannot decode yet
+// (after joining, after a gap) are skipped to the next keyframe, and so are frames that pile up
+// when decoding falls behind, so delay never builds up here. Discardable frames (no later frame is
+// coded against them) go first: one with a newer frame queued behind it is passed over, undecoded,
+// and costs nothing else. Every frame packet it is done with is acknowledged to the server,
+// decoded or not.
 
 import { FormatError, PacketParser, asBytes, parseTiming, readRecord, TAG_TIMING } from './records.js';
 import { indexLayout, stripeAlone } from './index-decoder.js';
 import { StripeDecoder } from './stripe-decoder.js';
 import { colorTable } from './video-decoder.js';
 
-/** Frame packets waiting to be decoded before the stage skips ahead to a keyframe. */
+/** Frame packets waiting to be decoded before the stage passes over the discardable ones (then skips to a keyframe). */
 const MAX_BACKLOG = 8;
 /** Capture times remembered for frames not decoded yet. */
 const MAX_TIMINGS = 256;
@@ -67,7 +69,9 @@ class InlineDecoder {
 
 export class DecoderStage {
   /**
-   * @param {object} destination receives header(h), frame(f), skipped(number), error(message)
+   * @param {object} destination receives header(h), frame(f), skipped(number), discarded(number),
+   *   error(message); skipped: a frame not decodable (its reference is missing), the stage waits
+   *   for a keyframe; discarded: a discardable frame passed over because a newer one was queued
    * @param {{worker?: boolean, decoders?: number, maxPixels?: number, requestKeyframe?: () => void,
    *   acknowledge?: (n: number) => void}} [options]
    *   worker: decode in Web Workers (default) or on the page; decoders: how many at once
@@ -89,12 +93,13 @@ export class DecoderStage {
     this.frameIds = 0;
     this.waiting = false;
     this.dropped = 0;
+    this.discarded = 0;
     this.destroyed = false;
     this.header = null;
     this.forget();
   }
 
-  /** Forget the previous frame: the next frame decoded must be a keyframe. */
+  /** Forget the reference frame: the next frame decoded must be a keyframe. */
   forget() {
     this.ready = false;
     this.number = -1;
@@ -116,6 +121,7 @@ export class DecoderStage {
     if (tag === 'KMQF') {
       // Flags byte of the packet: 8 bytes of record head, then 12 bytes into the payload.
       const keyframe = bytes.length > 20 && (bytes[20] & 1) === 1;
+      const discardable = bytes.length > 20 && (bytes[20] & 4) === 4;
       const number = numberOf(bytes);
       const timing = this.timings.get(number);
       if (timing) timing.receivedMs = wallMs();
@@ -127,10 +133,10 @@ export class DecoderStage {
         }
         this.waiting = false;
       }
-      this.queue.push({ bytes, keyframe, frame: true, number });
+      this.queue.push({ bytes, keyframe, discardable, frame: true, number });
       this.trimBacklog();
     } else {
-      this.queue.push({ bytes, keyframe: false, frame: false, number: -1 });
+      this.queue.push({ bytes, keyframe: false, discardable: false, frame: false, number: -1 });
     }
     this.pump();
   }
@@ -145,10 +151,21 @@ export class DecoderStage {
     }
   }
 
-  /** Fell behind: start again at the newest queued keyframe, or wait for the next one. */
+  /**
+   * Fell behind: pass over the queued discardable frames that have a newer frame behind them; if
+   * that is not enough, start again at the newest queued keyframe, or wait for the next one.
+   */
   trimBacklog() {
-    const frames = this.queue.reduce((count, item) => count + (item.frame ? 1 : 0), 0);
+    let frames = this.queue.reduce((count, item) => count + (item.frame ? 1 : 0), 0);
     if (frames <= MAX_BACKLOG) return;
+    const newest = this.queue.findLastIndex((item) => item.frame);
+    const passed = this.queue.filter((item, i) => item.frame && item.discardable && i < newest);
+    if (passed.length) {
+      this.queue = this.queue.filter((item) => !passed.includes(item));
+      this.passOver(passed.map((item) => item.number));
+      frames -= passed.length;
+      if (frames <= MAX_BACKLOG) return;
+    }
     let keep = -1;
     for (let i = this.queue.length - 1; i >= 0; i--) {
       if (this.queue[i].keyframe) {
@@ -166,6 +183,14 @@ export class DecoderStage {
       this.waiting = true;
       this.requestKeyframe();
     }
+  }
+
+  /** Discardable frames left undecoded: counted apart from the frames dropped, and acknowledged. */
+  passOver(numbers) {
+    this.discarded += numbers.length;
+    // Acknowledged as done with, so that the server's window of frames in flight moves on.
+    this.acknowledge(Math.max(...numbers));
+    for (const number of numbers) this.destination.discarded(number);
   }
 
   /** The connection dropped: what is queued belongs to the old one. */
@@ -197,15 +222,23 @@ export class DecoderStage {
     this.destination.header(header);
   }
 
-  /** A parsed frame packet: skip it, or send its stripes to the decoders. */
+  /** A parsed frame packet: skip it, pass over it, or send its stripes to the decoders. */
   arrived(packet, bytes) {
     const header = this.header;
-    const follows = this.ready && packet.number === this.number + 1 && packet.paletteSize === this.paletteSize;
+    // A delta frame is coded against the reference frame number - 1 - skipped (the frames between
+    // are discardable ones, decoded or not).
+    const follows =
+      this.ready && packet.number - 1 - packet.skipped === this.number && packet.paletteSize === this.paletteSize;
     if (!packet.keyframe && !follows) {
       // Not decodable (joined mid-stream, or a gap): wait for a keyframe.
       if (this.ready) this.forget();
       this.acknowledge(packet.number);
       this.destination.skipped(packet.number);
+      return;
+    }
+    if (packet.discardable && this.queue.some((item) => item.frame)) {
+      // Behind: a newer frame is queued, and no frame needs this one.
+      this.passOver([packet.number]);
       return;
     }
     const layout = indexLayout(packet.indexData, header.height);
@@ -223,17 +256,20 @@ export class DecoderStage {
     if (timing) timing.startedMs = wallMs();
     this.inflight = { id, packet, bytes, palette, layout, parts: [], remaining, error: null, started };
     const { width } = header;
+    const reference = !packet.discardable;
     layout.stripes.forEach((stripe, index) => {
       const rows = stripe.bottom - stripe.top;
       const data = stripeAlone(packet.indexData, layout, stripe);
       const rgba = this.buffer(width * rows * 4);
       const k = packet.paletteSize;
-      const job = { frame: id, stripe: index, top: stripe.top, rows, width, k, inter: layout.inter, data, table, rgba };
+      const { inter } = layout;
+      // reference: false for a discardable frame, which leaves the stripe's reference map as it is.
+      const job = { frame: id, stripe: index, top: stripe.top, rows, width, k, inter, reference, data, table, rgba };
       this.decoders[index % this.decoders.length].postMessage(job, [data.buffer, rgba]);
     });
   }
 
-  /** The frame's palette: the keyframe's, or the last one with this packet's updates. */
+  /** The frame's palette: the keyframe's, or the reference frame's with this packet's updates. */
   nextPalette(packet) {
     const channels = this.header.channels;
     if (packet.keyframe) return packet.colors.slice();
@@ -312,11 +348,14 @@ export class DecoderStage {
       for (const part of frame.parts) this.recycle(part.rgba);
       this.failed(`frame ${packet.number}: ${frame.error}`, [packet.number]);
     } else {
-      this.palette = frame.palette;
-      this.paletteSize = packet.paletteSize;
-      this.number = packet.number;
-      this.rows = frame.layout.rows;
-      this.ready = true;
+      if (!packet.discardable) {
+        // A reference frame: the next delta frames are coded against it.
+        this.palette = frame.palette;
+        this.paletteSize = packet.paletteSize;
+        this.number = packet.number;
+        this.rows = frame.layout.rows;
+        this.ready = true;
+      }
       const timing = this.timings.get(packet.number);
       for (const number of this.timings.keys()) if (number <= packet.number) this.timings.delete(number);
       this.acknowledge(packet.number);
@@ -324,6 +363,7 @@ export class DecoderStage {
         number: packet.number,
         pts: packet.pts,
         keyframe: packet.keyframe,
+        discardable: packet.discardable,
         paletteSize: packet.paletteSize,
         bytes: frame.bytes,
         decodeMs: performance.now() - frame.started,

@@ -47,7 +47,7 @@ export class Overlay {
       `${s.fps.toFixed(1)} fps   ${rate(s.bitsPerSecond)}`,
       `ratio ${s.ratio ? s.ratio.toFixed(1) : '–'}:1 vs raw RGB`,
       `latency ${latency}`,
-      `decode ${s.decodeMs.toFixed(1)} ms   dropped ${s.framesDropped}`,
+      `decode ${s.decodeMs.toFixed(1)} ms   dropped ${s.framesDropped}   skipped ${s.framesSkipped}`,
     ];
     if (s.detail) lines.push(s.detail);
     this.lines.textContent = lines.join('\n');

@@ -50,6 +50,7 @@ export class Player {
       framesDecoded: 0,
       framesRendered: 0,
       framesDropped: 0,
+      framesSkipped: 0,
       keyframes: 0,
       frameNumber: -1,
       fps: 0,
@@ -121,8 +122,14 @@ export class Player {
     this.renderer.render({ ...frame, width: stats.width, height: stats.height });
   }
 
+  /** A frame lost: not decodable, the stage waits for a keyframe. */
   skipped() {
     this.stats.framesDropped++;
+  }
+
+  /** A discardable frame passed over to catch up (nothing else is lost): counted apart. */
+  discarded() {
+    this.stats.framesSkipped++;
   }
 
   error(message) {

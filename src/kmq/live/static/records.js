@@ -31,6 +31,8 @@ export const HEADER_PAYLOAD = 32;
 export const FRAME_FIXED = 16;
 export const FLAG_KEYFRAME = 1;
 export const FLAG_PALETTE_UPDATE = 2;
+/** No later frame is coded against this one: a decoder keeps its reference frame, a viewer may skip it. */
+export const FLAG_DISCARDABLE = 4;
 /** Frames of more pixels are refused before anything is allocated (a browser holds several copies). */
 export const DEFAULT_MAX_PIXELS = 1 << 25;
 const MAX_SIDE = 65536;
@@ -119,7 +121,8 @@ export function maxFramePayload(header) {
 }
 
 /**
- * Split a frame packet payload into its fields (section 8.3).
+ * Split a frame packet payload into its fields (section 8.3). `discardable`: no later frame is
+ * coded against this one; `skipped`: a delta frame is coded against frame number - 1 - skipped.
  * @param {Uint8Array} payload
  * @param {object} header from parseStreamHeader
  * @param {string} [what]
@@ -133,8 +136,9 @@ export function parseFramePacket(payload, header, what = 'frame packet') {
   const number = view.getUint32(0, true);
   const pts = view.getBigInt64(4, true);
   const flags = payload[12];
+  const skipped = payload[13];
   const size = payload[14] | (payload[15] << 8);
-  if ((flags & ~(FLAG_KEYFRAME | FLAG_PALETTE_UPDATE)) !== 0 || payload[13] !== 0) {
+  if ((flags & ~(FLAG_KEYFRAME | FLAG_PALETTE_UPDATE | FLAG_DISCARDABLE)) !== 0) {
     throw new FormatError(`${what} has unknown flags 0x${flags.toString(16)}`);
   }
   if (size < 1 || size > header.k) {
@@ -142,6 +146,15 @@ export function parseFramePacket(payload, header, what = 'frame packet') {
   }
   const keyframe = (flags & FLAG_KEYFRAME) !== 0;
   const update = (flags & FLAG_PALETTE_UPDATE) !== 0;
+  const discardable = (flags & FLAG_DISCARDABLE) !== 0;
+  // A keyframe is always a reference; a delta frame's reference, number - 1 - skipped, is a frame
+  // of the stream.
+  if (keyframe && (discardable || skipped !== 0)) {
+    throw new FormatError(`${what} is a keyframe marked discardable or coded after skipped frames`);
+  }
+  if (skipped !== 0 && skipped >= number) {
+    throw new FormatError(`${what} is frame ${number} and claims ${skipped} skipped frames before it`);
+  }
   if (keyframe && update) throw new FormatError(`${what} is a keyframe with a palette update flag`);
   const channels = header.channels;
   let offset = FRAME_FIXED;
@@ -172,6 +185,8 @@ export function parseFramePacket(payload, header, what = 'frame packet') {
     pts: Number(pts),
     ptsExact: pts,
     keyframe,
+    discardable,
+    skipped,
     paletteSize: size,
     mask,
     colors: payload.subarray(offset, offset + colorBytes),

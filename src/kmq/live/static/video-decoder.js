@@ -1,6 +1,7 @@
 // Video decoder: stream header and frame packets in, frames out (docs/FORMAT.md section 8.3).
-// Holds the state a stream carries from frame to frame — the palette and the previous index map —
-// and turns a frame into RGBA pixels with one table look-up per pixel.
+// Holds the state a stream carries from frame to frame — the reference frame's palette and index
+// map — and the frame last decoded, which it turns into RGBA pixels with one table look-up per
+// pixel. A discardable frame is decoded and shown, but the reference frame stays.
 
 import { FormatError, PacketParser, parseFramePacket, readRecord, TAG_FRAME } from './records.js';
 import { decodeIndexData, IndexScratch, paddedLength, PAD_LEFT, unpad } from './index-decoder.js';
@@ -8,8 +9,9 @@ import { decodeIndexData, IndexScratch, paddedLength, PAD_LEFT, unpad } from './
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /**
- * Decodes frame packets one at a time. A delta frame needs the frame before it; after a gap or a
- * reset the decoder refuses delta frames until the next keyframe (a live viewer waits for one).
+ * Decodes frame packets one at a time. A delta frame needs its reference frame, number - 1 -
+ * skipped, the last frame decoded that was not discardable; after a gap or a reset the decoder
+ * refuses delta frames until the next keyframe (a live viewer waits for one).
  */
 export class VideoDecoder {
   /** @param {object} [header] from parseStreamHeader */
@@ -24,29 +26,34 @@ export class VideoDecoder {
     const sameSize = this.header && this.header.width === header.width && this.header.height === header.height;
     this.header = header;
     if (!sameSize) {
+      // The reference frame's map, the frame last decoded's (when it was discardable), and one to
+      // decode into: a frame that fails to decode changes neither of the other two.
       const length = paddedLength(header.width, header.height);
-      this.maps = [new Uint8Array(length), new Uint8Array(length)];
+      this.maps = [new Uint8Array(length), new Uint8Array(length), new Uint8Array(length)];
     }
+    this.referenceMap = this.maps[0];
+    this.frameMap = this.maps[0];
+    this.referencePalette = new Uint8Array(256 * header.channels);
     this.palette = new Uint8Array(256 * header.channels);
     this.paletteSize = 0;
     this.reset();
   }
 
-  /** Forget the previous frame; the next packet must be a keyframe. */
+  /** Forget the reference frame; the next packet must be a keyframe. */
   reset() {
     this.number = -1;
     this.ready = false;
   }
 
-  /** The current index map (padded, see index-decoder.js). */
+  /** The index map of the frame last decoded (padded, see index-decoder.js). */
   get map() {
-    return this.maps[0];
+    return this.frameMap;
   }
 
   /**
    * Decode one parsed frame packet (PacketParser output) or one frame record.
    * @param {object|Uint8Array} packet
-   * @returns {{number: number, pts: number, keyframe: boolean, paletteSize: number}}
+   * @returns {{number: number, pts: number, keyframe: boolean, discardable: boolean, paletteSize: number}}
    */
   decode(packet) {
     const header = this.header;
@@ -63,36 +70,52 @@ export class VideoDecoder {
       if (!this.ready) {
         throw new FormatError(`${what} is a delta frame and needs the frame before it (start at a keyframe)`);
       }
-      if (packet.number !== this.number + 1) {
-        throw new FormatError(`${what} follows frame ${this.number}: a frame is missing`);
+      const reference = packet.number - 1 - packet.skipped;
+      if (reference !== this.number) {
+        const last = `the last reference frame decoded is ${this.number}`;
+        throw new FormatError(`${what} is coded against frame ${reference}, but ${last}: a frame is missing`);
       }
       if (size !== this.paletteSize) throw new FormatError(`${what} changes the palette size without a keyframe`);
     }
-    const [current, next] = this.maps;
+    const next = this.maps.find((map) => map !== this.referenceMap && map !== this.frameMap);
     try {
-      const reference = packet.keyframe ? null : current;
+      const reference = packet.keyframe ? null : this.referenceMap;
       decodeIndexData(packet.indexData, header.width, header.height, size, reference, next, this.scratch);
     } catch (error) {
       if (error instanceof FormatError) throw new FormatError(`${what}: ${error.message}`);
       throw error;
     }
-    // The frame is good: only now does it change the decoder's state.
+    // The frame is good: only now does it change the decoder's state. Its palette is the
+    // reference frame's with this packet's updates.
     if (packet.keyframe) {
       this.palette.set(packet.colors);
-    } else if (packet.mask) {
-      let from = 0;
-      for (let j = 0; j < size; j++) {
-        if ((packet.mask[j >> 3] >> (j & 7)) & 1) {
-          this.palette.set(packet.colors.subarray(from, from + channels), j * channels);
-          from += channels;
+    } else {
+      this.palette.set(this.referencePalette);
+      if (packet.mask) {
+        let from = 0;
+        for (let j = 0; j < size; j++) {
+          if ((packet.mask[j >> 3] >> (j & 7)) & 1) {
+            this.palette.set(packet.colors.subarray(from, from + channels), j * channels);
+            from += channels;
+          }
         }
       }
     }
-    this.maps = [next, current];
-    this.paletteSize = size;
-    this.number = packet.number;
-    this.ready = true;
-    return { number: packet.number, pts: packet.pts, keyframe: packet.keyframe, paletteSize: size };
+    this.frameMap = next;
+    if (!packet.discardable) {
+      this.referenceMap = next;
+      this.referencePalette.set(this.palette);
+      this.paletteSize = size;
+      this.number = packet.number;
+      this.ready = true;
+    }
+    return {
+      number: packet.number,
+      pts: packet.pts,
+      keyframe: packet.keyframe,
+      discardable: packet.discardable,
+      paletteSize: size,
+    };
   }
 
   /** The current frame's indices as a plain height × width map. */
