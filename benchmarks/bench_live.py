@@ -245,6 +245,7 @@ class Viewers:
                     "decoded_fps": (end["framesDecoded"] - start["framesDecoded"]) / seconds,
                     "painted_fps": (end["framesRendered"] - start["framesRendered"]) / seconds,
                     "skipped": end["framesDropped"] - start["framesDropped"],
+                    "passed_over": end["framesSkipped"] - start["framesSkipped"],
                     "decode_ms": end["decodeMs"],
                     "latency_p50_ms": float(np.nanpercentile(samples, 50)),
                     "latency_p95_ms": float(np.nanpercentile(samples, 95)),
@@ -359,6 +360,7 @@ def watch_phase(server: Server, browser, kind: str, viewers: int, seconds: float
         "frames_captured": captured,
         "frames_encoded": frames,
         "source_dropped": after["source"]["frames_dropped"] - before["source"]["frames_dropped"],
+        "left_out": after["viewers"]["frames_skipped_total"] - before["viewers"]["frames_skipped_total"],
         "encode_fps": frames / elapsed,
         "encode_ms_p50": p50,
         "encode_ms_p95": p95,
@@ -411,14 +413,17 @@ def mjpeg_bytes(frames: list[np.ndarray], work: Path) -> int:
     return out.stat().st_size
 
 
-def kmq_bytes(frames: list[np.ndarray]) -> tuple[int, int]:
+def kmq_bytes(frames: list[np.ndarray], temporal_layers: int = 2) -> tuple[int, int]:
     """Bytes of kmq's packets for these frames encoded once, in order, as the live encoder is set up."""
     from fractions import Fraction
 
     from kmq.live.encoding import LIVE_TIME_BASE
     from kmq.media.video_encoder import VideoEncoder
 
-    encoder = VideoEncoder(SIZE[0], SIZE[1], k=K, keyint=8 * FPS, frame_rate=Fraction(FPS), time_base=LIVE_TIME_BASE)
+    encoder = VideoEncoder(
+        SIZE[0], SIZE[1], k=K, keyint=8 * FPS, frame_rate=Fraction(FPS), time_base=LIVE_TIME_BASE,
+        temporal_layers=temporal_layers,
+    )
     total = 0
     for number, frame in enumerate(frames):
         total += len(encoder.encode(frame, number * 1_000_000 // FPS).packet)
@@ -453,7 +458,7 @@ def page_median(runs: list[dict], source: str, phase: str, key: str, pick=statis
 
 SERVER_FIGURES = (
     "encode_ms_p50", "encode_ms_p95", "encode_fps", "source_dropped", "frames_captured",
-    "server_cores", "stream_kbit_s", "bytes_per_frame", "load_before",
+    "server_cores", "stream_kbit_s", "bytes_per_frame", "load_before", "left_out",
 )
 
 
@@ -469,6 +474,7 @@ def summarise(runs: list[dict]) -> dict:
             if result["pages"] and result["kind"].startswith("pages"):
                 row["browser_cores"] = median_of(runs, source, phase, "browser_cores")
                 row["viewer_decode_ms"] = page_median(runs, source, phase, "decode_ms")
+                row["viewer_passed_over"] = page_median(runs, source, phase, "passed_over")
                 row["latency_p50_ms"] = page_median(runs, source, phase, "latency_p50_ms")
                 row["latency_p95_ms"] = page_median(runs, source, phase, "latency_p95_ms")
             table[f"{source}/{phase}"] = row
@@ -537,6 +543,8 @@ def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
         ("page decoded fps", "viewer_fps", "{:.1f}", ""),
         ("  slowest page", "viewer_fps_slowest", "{:.1f}", ""),
         ("page decode ms/frame", "viewer_decode_ms", "{:.1f}", ""),
+        ("discardable: page skipped", "viewer_passed_over", "{:.0f}", ""),
+        ("  server left out (all)", "left_out", "{:.0f}", ""),
         ("latency p50 ms (page)", "latency_p50_ms", "{:.0f}", ""),
         ("latency p95 ms (page)", "latency_p95_ms", "{:.0f}", "< 150"),
         ("load (1 min) at start", "load_before", "{:.1f}", ""),
@@ -566,7 +574,10 @@ def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
     ours = bandwidth["kmq_per_frame"]
     print(f"  Motion-JPEG q5 (same frames)     {mjpeg:>10,.0f}   1:{raw / mjpeg:.1f}   ({kbit(mjpeg)} kbit/s)")
     print(f"  kmq, the frames encoded once     {ours:>10,.0f}   1:{raw / ours:.1f}   ({kbit(ours)} kbit/s,"
-          f" {bandwidth['kmq_keyframes']} keyframes)")
+          f" {bandwidth['kmq_keyframes']} keyframes; two temporal layers, as kmq live sends)")
+    single = bandwidth["kmq_one_layer_per_frame"]
+    print(f"  kmq, one temporal layer          {single:>10,.0f}   1:{raw / single:.1f}   ({kbit(single)} kbit/s,"
+          " every frame a reference: --temporal-layers 1)")
     print(f"  kmq live stream (1 viewer)       {live_bytes:>10,.0f}   1:{raw / live_bytes:.1f}   "
           f"({table['clip/1_viewers']['stream_kbit_s']:.0f} kbit/s as encoded, source drops included)")
     print(f"  targets: kmq at most 1/20 of raw RGB, and below Motion-JPEG q5 (kbit/s at {FPS} fps)")
@@ -608,11 +619,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         mjpeg = mjpeg_bytes(frames, Path(work))
     kmq_total, keyframes = kmq_bytes(frames)
+    one_layer, _ = kmq_bytes(frames, temporal_layers=1)
     extra["bandwidth"] = {
         "frames": len(frames),
         "mjpeg_per_frame": mjpeg / len(frames),
         "kmq_per_frame": kmq_total / len(frames),
         "kmq_keyframes": keyframes,
+        "kmq_one_layer_per_frame": one_layer / len(frames),
     }
     from bench_video import stage_times  # the video benchmark's stage timer, on these frames
 

@@ -11,8 +11,13 @@ from kmq.errors import LimitError
 from kmq.live.fanout import FanOut, LivePacket
 
 
-def packet(number: int, keyframe: bool = False, size: int = 100) -> LivePacket:
-    return LivePacket(number=number, keyframe=keyframe, timing=b"t" * 32, packet=bytes(size))
+def packet(number: int, keyframe: bool = False, size: int = 100, discardable: bool = False) -> LivePacket:
+    return LivePacket(number=number, keyframe=keyframe, timing=b"t" * 32, packet=bytes(size), discardable=discardable)
+
+
+def layered(number: int) -> LivePacket:
+    """Frame ``number`` of a two-layer stream starting at a keyframe at 0: odd frames discardable."""
+    return packet(number, keyframe=number == 0, discardable=number % 2 == 1)
 
 
 def run(coroutine):
@@ -189,6 +194,49 @@ def test_by_default_an_acknowledging_viewer_has_at_most_100_ms_of_30_fps_frames_
         assert len(sent) / 30 <= 0.1  # frames waiting in front of the viewer's decoder are latency
         viewer.acknowledge(sent[0])
         assert (await asyncio.wait_for(viewer.next(), 1)).number == len(sent)
+
+    run(scenario())
+
+
+def test_a_viewer_that_is_behind_is_not_sent_discardable_frames_that_newer_ones_wait_behind():
+    async def scenario():
+        fanout = FanOut(Requests(), queue_frames=50, ack_window=2)
+        viewer = fanout.join("a")
+        viewer.acknowledge(-1)
+        fanout.publish(layered(0))
+        fanout.publish(layered(1))
+        # Caught up, the viewer is sent discardable frames as well.
+        sent = [p.number for p in await drain(viewer, 2)]
+        # Then it is behind: 2..8 wait for acknowledgements, and the discardable frames among
+        # them with a newer frame behind them are skipped.
+        for number in range(2, 9):
+            fanout.publish(layered(number))
+        while len(sent) < 6:
+            viewer.acknowledge(sent[-2])  # the viewer decoded the older of its two frames
+            sent.append((await asyncio.wait_for(viewer.next(), 1)).number)
+        assert sent == [0, 1, 2, 4, 6, 8]
+        assert viewer.frames_skipped == 3 and viewer.frames_dropped == 0 and not viewer.waiting
+        viewer.acknowledge(8)  # caught up again
+        fanout.publish(layered(9))  # discardable, with nothing behind it: sent
+        assert (await asyncio.wait_for(viewer.next(), 1)).number == 9
+        assert fanout.summary()["frames_skipped_total"] == 3
+
+    run(scenario())
+
+
+def test_a_full_queue_gives_up_its_discardable_frames_before_falling_behind():
+    async def scenario():
+        requests = Requests()
+        fanout = FanOut(requests, queue_frames=4, keyframe_gap=0)
+        viewer = fanout.join("a")
+        # 0 1 2 3 fill the queue; 4 finds it full: 1 and 3 go. 6 finds it full again: 5 goes.
+        for number in range(7):
+            fanout.publish(layered(number))
+        assert [p.number for p in viewer.queue] == [0, 2, 4, 6]
+        assert viewer.frames_skipped == 3 and viewer.lag_events == 0 and viewer.frames_dropped == 0
+        # Only reference frames left, and full: the viewer falls behind to a keyframe.
+        fanout.publish(layered(7))
+        assert viewer.waiting and viewer.lag_events == 1 and viewer.frames_dropped == 5
 
     run(scenario())
 

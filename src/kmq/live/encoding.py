@@ -46,6 +46,10 @@ class LiveEncoder:
         Keyframes at least this often (frames); default: every 8 seconds of the source's rate.
     motion : bool
         Search each block's motion vector (see :class:`kmq.VideoEncoder`).
+    temporal_layers : {1, 2}
+        With 2 (the default), every other delta frame is discardable, so that a viewer that is
+        behind is sent only the reference frames until it catches up, instead of losing
+        everything up to the next keyframe.
     recorder : Recorder, optional
         Also writes every packet to a .kmqv file.
     on_end : callable, optional
@@ -60,6 +64,7 @@ class LiveEncoder:
         k: int = 64,
         keyint: int | None = None,
         motion: bool = True,
+        temporal_layers: int = 2,
         recorder: Recorder | None = None,
         on_end: Callable[[], None] | None = None,
     ) -> None:
@@ -71,7 +76,7 @@ class LiveEncoder:
             keyint = max(1, round(8 * float(source.fps)))
         self.encoder = VideoEncoder(
             source.width, source.height, k=k, keyint=keyint, frame_rate=source.fps, time_base=LIVE_TIME_BASE,
-            motion=motion,
+            motion=motion, temporal_layers=temporal_layers,
         )
         self.encode_times = RecentTimes()
         self.all_encode_times = TimeHistogram()
@@ -153,6 +158,7 @@ class LiveEncoder:
                     keyframe=encoded.keyframe,
                     timing=pack_timing(encoded.number, capture.captured, sent),
                     packet=encoded.packet,
+                    discardable=encoded.discardable,
                 )
                 self.publish(packet)
                 self._record(packet, pts)

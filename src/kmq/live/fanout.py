@@ -1,8 +1,10 @@
 """Fan-out: one encoded packet to every viewer, each through a bounded queue of its own.
 
-Runs on the server's event loop. A viewer starts at a keyframe; a viewer whose queue fills up
-(a slow network, a stalled reader) loses what it had queued and waits for the next keyframe, so
-it never holds more than its queue allows and never slows the encoder or the other viewers.
+Runs on the server's event loop. A viewer starts at a keyframe. A viewer that is behind is not
+sent the discardable frames that wait in its queue before newer ones (no other frame needs
+them); a viewer whose queue still fills up (a slow network, a stalled reader) loses what it had
+queued and waits for the next keyframe, so it never holds more than its queue allows and never
+slows the encoder or the other viewers.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class LivePacket:
         Frame number in the stream.
     keyframe : bool
         Whether a viewer can start here.
+    discardable : bool
+        Whether no later frame needs this one (a viewer that is behind may go without it).
     timing : bytes
         The ``kmqt`` record sent just before the packet.
     packet : bytes
@@ -58,6 +62,7 @@ class LivePacket:
     keyframe: bool
     timing: bytes
     packet: bytes
+    discardable: bool = False
 
     @property
     def size(self) -> int:
@@ -77,6 +82,8 @@ class Viewer:
     frames_sent, frames_dropped, bytes_sent : int
         Packets handed to its connection, packets it missed (queue overflow or waiting for a
         keyframe after falling behind), bytes handed to its connection.
+    frames_skipped : int
+        Discardable packets not sent because newer ones waited behind them.
     lag_events : int
         Times it fell behind and was moved to the next keyframe.
     """
@@ -93,6 +100,7 @@ class Viewer:
         self.closed = False
         self.frames_sent = 0
         self.frames_dropped = 0
+        self.frames_skipped = 0
         self.bytes_sent = 0
         self.lag_events = 0
         self.keyframe_requests = 0
@@ -115,9 +123,9 @@ class Viewer:
                 return
             self.waiting = False
             self._asked = False
-        fanout = self._fanout
-        full = len(self.queue) >= fanout.queue_frames or self.queued_bytes + packet.size > fanout.queue_bytes
-        if self.queue and full:
+        if self.queue and self._full(packet):
+            self._skip_discardable()
+        if self.queue and self._full(packet):
             self._fall_behind()
             if not packet.keyframe:
                 self.frames_dropped += 1
@@ -127,6 +135,19 @@ class Viewer:
         self.queued_bytes += packet.size
         self.started = True
         self._wakeup.set()
+
+    def _full(self, packet: LivePacket) -> bool:
+        fanout = self._fanout
+        return len(self.queue) >= fanout.queue_frames or self.queued_bytes + packet.size > fanout.queue_bytes
+
+    def _skip_discardable(self) -> None:
+        """Take the discardable packets out of the queue (the packet about to be queued follows them)."""
+        kept = [packet for packet in self.queue if not packet.discardable]
+        skipped = len(self.queue) - len(kept)
+        if skipped:
+            self.frames_skipped += skipped
+            self.queue = collections.deque(kept)
+            self.queued_bytes = sum(packet.size for packet in kept)
 
     def skip_to_keyframe(self) -> None:
         """The viewer asked to start again at a keyframe (its decoder fell behind)."""
@@ -167,6 +188,10 @@ class Viewer:
             if self.queue and not (self.acknowledging and len(self._in_flight) >= window):
                 packet = self.queue.popleft()
                 self.queued_bytes -= packet.size
+                if packet.discardable and self.queue:
+                    # Behind: a newer frame waits, and no frame needs this one.
+                    self.frames_skipped += 1
+                    continue
                 self._in_flight.append(packet.number)
                 return packet
             if self.waiting and not self._asked:
@@ -193,6 +218,7 @@ class Viewer:
             "state": "waiting for keyframe" if self.waiting else "playing",
             "frames_sent": self.frames_sent,
             "frames_dropped": self.frames_dropped,
+            "frames_skipped": self.frames_skipped,
             "bytes_sent": self.bytes_sent,
             "queued_frames": len(self.queue),
             "queued_bytes": self.queued_bytes,
@@ -250,6 +276,7 @@ class FanOut:
         self._pending: asyncio.TimerHandle | None = None
         self._pending_at = float("inf")
         self._departed_dropped = 0
+        self._departed_skipped = 0
 
     def join(self, address: str) -> Viewer:
         """Add a viewer; it will start at the next keyframe, which is asked for now.
@@ -272,6 +299,7 @@ class FanOut:
         viewer.close()
         if self.viewers.pop(viewer.id, None) is not None:
             self._departed_dropped += viewer.frames_dropped
+            self._departed_skipped += viewer.frames_skipped
 
     def publish(self, packet: LivePacket) -> None:
         """Offer a freshly encoded packet to every viewer (the same bytes to each)."""
@@ -334,5 +362,6 @@ class FanOut:
             "queue_limit": {"frames": self.queue_frames, "bytes": self.queue_bytes, "in_flight": self.ack_window},
             "keyframes_requested": self.keyframes_requested,
             "frames_dropped_total": self._departed_dropped + sum(v["frames_dropped"] for v in viewers),
+            "frames_skipped_total": self._departed_skipped + sum(v["frames_skipped"] for v in viewers),
             "list": viewers,
         }

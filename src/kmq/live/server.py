@@ -75,6 +75,9 @@ class LiveOptions:
         Keyframes at least every this many frames (default: 8 seconds' worth).
     motion : bool
         Search each block's motion vector (False: every block coded in place).
+    temporal_layers : {1, 2}
+        2: every other delta frame is discardable, and viewers that are behind are sent the
+        reference frames first.
     host : str
         Address to bind; anything but loopback needs ``token``.
     port : int
@@ -102,6 +105,7 @@ class LiveOptions:
     k: int = 64
     keyint: int | None = None
     motion: bool = True
+    temporal_layers: int = 2
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
@@ -169,7 +173,7 @@ class LiveServer:
             None,
             lambda: LiveEncoder(
                 self.source, self._publish_threadsafe, k=options.k, keyint=options.keyint, motion=options.motion,
-                on_end=self._source_ended,
+                temporal_layers=options.temporal_layers, on_end=self._source_ended,
             ),
         )
         if options.record is not None:

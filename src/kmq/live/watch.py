@@ -42,7 +42,8 @@ class WatchSummary:
         Packets that could not be decoded because the viewer waited for a keyframe (after joining,
         or after a gap in the frame numbers).
     gaps : int
-        Times frame numbers jumped before a delta frame.
+        Times a delta frame arrived without the reference frame it is coded against (a frame
+        was lost; discardable frames the server left out are no gap).
     bytes_received : int
         Every message's bytes.
     seconds : float
@@ -253,7 +254,6 @@ async def _watch(
     import aiohttp
 
     decoder = VideoDecoder()
-    last_number = -1
     captured: dict[int, float] = {}
     latencies: list[float] = []
     started: float | None = None
@@ -305,7 +305,7 @@ async def _watch(
                 if decoder.header is None:
                     raise FormatError("a frame packet arrived before the stream header")
                 packet = parse_frame(data, decoder.header)
-                if not packet.keyframe and (not decoder.ready or packet.number != last_number + 1):
+                if not decoder.can_decode(packet):
                     if decoder.ready:
                         summary.gaps += 1
                         decoder.reset()
@@ -313,7 +313,6 @@ async def _watch(
                     await ws.send_str(f'{{"type":"ack","frame":{packet.number}}}')
                     continue
                 frame = decoder.decode(packet)
-                last_number = frame.number
                 summary.frames += 1
                 summary.keyframes += frame.keyframe
                 if frame.number in captured:
