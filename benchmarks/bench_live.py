@@ -598,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--viewers", type=int, default=8, help="pages at once in the many-viewers phase (default 8)")
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="default ../shared/media/bbb-480p-10s.mp4")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
+    parser.add_argument("--temporal-layers", type=int, choices=(1, 2), default=2, help="the servers' --temporal-layers (default 2, as kmq live)")
     # Internal: the WebSocket viewers of the "ws" phase, run in a process of their own.
     parser.add_argument("--socket-viewers", nargs=4, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -637,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
         "clip": ["--source", str(args.clip), "--loop", "--size", f"{SIZE[0]}x{SIZE[1]}", "--fps", str(FPS)],
         "small": ["--source", str(args.clip), "--loop", "--size", f"{SMALL[0]}x{SMALL[1]}", "--fps", str(FPS)],
     }
+    for source_args in sources.values():
+        source_args += ["--temporal-layers", str(args.temporal_layers)]
     phases = [
         ("testsrc", "0_viewers", "none", 0),
         ("testsrc", "1_viewers", "pages", 1),
