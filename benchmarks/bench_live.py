@@ -361,6 +361,10 @@ def watch_phase(server: Server, browser, kind: str, viewers: int, seconds: float
         "frames_encoded": frames,
         "source_dropped": after["source"]["frames_dropped"] - before["source"]["frames_dropped"],
         "left_out": after["viewers"]["frames_skipped_total"] - before["viewers"]["frames_skipped_total"],
+        "discardable_share": (
+            (after["encoder"]["discardable_frames"] - before["encoder"]["discardable_frames"])
+            / max(1, after["frames_encoded"] - before["frames_encoded"])
+        ),
         "encode_fps": frames / elapsed,
         "encode_ms_p50": p50,
         "encode_ms_p95": p95,
@@ -458,7 +462,7 @@ def page_median(runs: list[dict], source: str, phase: str, key: str, pick=statis
 
 SERVER_FIGURES = (
     "encode_ms_p50", "encode_ms_p95", "encode_fps", "source_dropped", "frames_captured",
-    "server_cores", "stream_kbit_s", "bytes_per_frame", "load_before", "left_out",
+    "server_cores", "stream_kbit_s", "bytes_per_frame", "load_before", "left_out", "discardable_share",
 )
 
 
@@ -540,6 +544,7 @@ def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
         ("server CPU (cores)", "server_cores", "{:.2f}", ""),
         ("Chromium CPU (cores)", "browser_cores", "{:.2f}", ""),
         ("stream kbit/s", "stream_kbit_s", "{:.0f}", ""),
+        ("  discardable frames", "discardable_share", "{:.0%}", ""),
         ("page decoded fps", "viewer_fps", "{:.1f}", ""),
         ("  slowest page", "viewer_fps_slowest", "{:.1f}", ""),
         ("page decode ms/frame", "viewer_decode_ms", "{:.1f}", ""),
@@ -574,10 +579,10 @@ def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
     ours = bandwidth["kmq_per_frame"]
     print(f"  Motion-JPEG q5 (same frames)     {mjpeg:>10,.0f}   1:{raw / mjpeg:.1f}   ({kbit(mjpeg)} kbit/s)")
     print(f"  kmq, the frames encoded once     {ours:>10,.0f}   1:{raw / ours:.1f}   ({kbit(ours)} kbit/s,"
-          f" {bandwidth['kmq_keyframes']} keyframes; two temporal layers, as kmq live sends)")
+          f" {bandwidth['kmq_keyframes']} keyframes; two temporal layers, as kmq live sends while a viewer is behind)")
     single = bandwidth["kmq_one_layer_per_frame"]
     print(f"  kmq, one temporal layer          {single:>10,.0f}   1:{raw / single:.1f}   ({kbit(single)} kbit/s,"
-          " every frame a reference: --temporal-layers 1)")
+          " every frame a reference, as kmq live sends while its viewers keep up)")
     print(f"  kmq live stream (1 viewer)       {live_bytes:>10,.0f}   1:{raw / live_bytes:.1f}   "
           f"({table['clip/1_viewers']['stream_kbit_s']:.0f} kbit/s as encoded, source drops included)")
     print(f"  targets: kmq at most 1/20 of raw RGB, and below Motion-JPEG q5 (kbit/s at {FPS} fps)")
@@ -598,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--viewers", type=int, default=8, help="pages at once in the many-viewers phase (default 8)")
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="default ../shared/media/bbb-480p-10s.mp4")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
-    parser.add_argument("--temporal-layers", type=int, choices=(1, 2), default=2, help="the servers' --temporal-layers (default 2, as kmq live)")
+    parser.add_argument("--temporal-layers", choices=("auto", "1", "2"), default="auto", help="the servers' --temporal-layers (default auto, as kmq live)")
     # Internal: the WebSocket viewers of the "ws" phase, run in a process of their own.
     parser.add_argument("--socket-viewers", nargs=4, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -639,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         "small": ["--source", str(args.clip), "--loop", "--size", f"{SMALL[0]}x{SMALL[1]}", "--fps", str(FPS)],
     }
     for source_args in sources.values():
-        source_args += ["--temporal-layers", str(args.temporal_layers)]
+        source_args += ["--temporal-layers", args.temporal_layers]
     phases = [
         ("testsrc", "0_viewers", "none", 0),
         ("testsrc", "1_viewers", "pages", 1),

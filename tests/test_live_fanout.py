@@ -224,6 +224,23 @@ def test_a_viewer_that_is_behind_is_not_sent_discardable_frames_that_newer_ones_
     run(scenario())
 
 
+def test_a_packet_that_has_to_wait_behind_another_reports_its_viewer_behind():
+    async def scenario():
+        behind = Requests()
+        fanout = FanOut(Requests(), on_behind=behind)
+        viewer = fanout.join("a")
+        fanout.publish(packet(0, keyframe=True))
+        await drain(viewer, 1)
+        fanout.publish(packet(1))  # taken before the next one comes: keeping up
+        await drain(viewer, 1)
+        assert behind.count == 0
+        fanout.publish(packet(2))
+        fanout.publish(packet(3))  # 2 still waits
+        assert behind.count == 1
+
+    run(scenario())
+
+
 def test_a_full_queue_gives_up_its_discardable_frames_before_falling_behind():
     async def scenario():
         requests = Requests()

@@ -353,6 +353,26 @@ def test_a_stalled_viewer_is_dropped_to_keyframes_while_another_keeps_every_fram
             viewer.close()
 
 
+def test_a_viewer_behind_turns_on_the_second_temporal_layer_until_it_leaves(live):
+    assert live.stats()["encoder"]["temporal_layers_setting"] == "auto"
+    stalled = RawViewer(live.port, receive_buffer=4096)
+    try:
+        stalled.records(1)  # the header; then it never reads again, and its packets wait
+        before = live.wait_for(lambda s: s["encoder"]["temporal_layers"] == 2, "the second layer")
+        during = live.wait_for(
+            lambda s: s["encoder"]["discardable_frames"] > before["encoder"]["discardable_frames"] + 3,
+            "discardable frames",
+        )
+    finally:
+        stalled.close()
+    live.wait_for(lambda s: s["viewers"]["count"] == 0, "the viewer to leave")
+    # A few seconds after the last viewer behind, every frame is a reference again.
+    after = live.wait_for(lambda s: s["encoder"]["temporal_layers"] == 1, "one layer again")
+    later = live.wait_for(lambda s: s["frames_encoded"] > after["frames_encoded"] + 10, "more frames")
+    assert later["encoder"]["discardable_frames"] == after["encoder"]["discardable_frames"]
+    assert during["encoder"]["discardable_frames"] > 0
+
+
 def test_a_viewer_that_disconnects_mid_frame_is_removed_and_the_stream_goes_on(live):
     viewer = RawViewer(live.port)
     viewer.records(1)
@@ -570,8 +590,11 @@ def recorded_layers(record: Path) -> list[tuple[bool, bool, int]]:
     return [(p.keyframe, p.discardable, p.skipped) for p in packets]
 
 
-@pytest.mark.parametrize("flags, layers", [((), 2), (("--temporal-layers", "1"), 1)])
-def test_the_stream_has_two_temporal_layers_unless_told_otherwise(tmp_path, flags, layers):
+@pytest.mark.parametrize(
+    "flags, layers", [(("--temporal-layers", "2"), 2), (("--temporal-layers", "1"), 1), ((), 1)], ids=["2", "1", "auto"]
+)
+def test_the_stream_has_the_temporal_layers_asked_for(tmp_path, flags, layers):
+    """Two layers when asked; by default ("auto") only while a viewer is behind, and there is none here."""
     frames = recorded_layers(stream_rolling_clip(tmp_path, *flags))
     assert len(frames) >= 4 and frames[0][0]
     discardable = [d for _, d, _ in frames]

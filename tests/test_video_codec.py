@@ -268,6 +268,20 @@ def test_two_temporal_layers_alternate_discardable_frames(photo):
             assert np.array_equal(decoder.decode(made.packet).to_array(), made.reconstructed)
 
 
+def test_temporal_layers_may_change_between_frames(photo):
+    frames = pan(photo, 10, width=160, height=96, step=2)
+    encoder = VideoEncoder(160, 96, k=16)
+    encoded = []
+    for number, frame in enumerate(frames):
+        encoder.temporal_layers = 2 if 3 <= number < 7 else 1
+        encoded.append(encoder.encode(frame))
+    assert [e.discardable for e in encoded] == [False] * 3 + [True, False, True, False] + [False] * 3
+    decoded = decode_all(encoder.header_bytes, [e.packet for e in encoded])
+    assert all(np.array_equal(e.reconstructed, shown) for e, shown in zip(encoded, decoded))
+    with pytest.raises(InputError, match="temporal layers"):
+        encoder.temporal_layers = 0
+
+
 def test_one_temporal_layer_is_the_default_and_codes_every_frame_against_the_last():
     encoder = VideoEncoder(32, 24, k=4)
     frame = np.zeros((24, 32, 3), np.uint8)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-from kmq.errors import KmqError
+from kmq.errors import InputError, KmqError
 from kmq.live.fanout import LivePacket
 from kmq.live.recorder import Recorder
 from kmq.live.sources import LiveSource
@@ -24,6 +24,9 @@ LIVE_TIME_BASE = Fraction(1, 1_000_000)
 
 #: The encoder keeps up with its source when its average encode time is below this share of the frame period.
 _KEEPING_UP = 0.9
+#: With automatic temporal layers, the second layer stays on this long (seconds) after a viewer
+#: was last seen behind.
+LAYER_HOLD = 2.0
 
 
 class LiveEncoder:
@@ -46,10 +49,12 @@ class LiveEncoder:
         Keyframes at least this often (frames); default: every 8 seconds of the source's rate.
     motion : bool
         Search each block's motion vector (see :class:`kmq.VideoEncoder`).
-    temporal_layers : {1, 2}
-        With 2 (the default), every other delta frame is discardable, so that a viewer that is
-        behind is sent only the reference frames until it catches up, instead of losing
-        everything up to the next keyframe.
+    temporal_layers : {"auto", 1, 2}
+        With 2, every other delta frame is discardable, so that a viewer that is behind is sent
+        only the reference frames until it catches up, instead of losing everything up to the
+        next keyframe; discardable frames cost bytes (reference frames are coded against the one
+        two back). "auto" (the default) makes them only while some viewer is behind (see
+        :meth:`viewer_behind`) and for ``LAYER_HOLD`` seconds after; 1 never.
     recorder : Recorder, optional
         Also writes every packet to a .kmqv file.
     on_end : callable, optional
@@ -64,7 +69,7 @@ class LiveEncoder:
         k: int = 64,
         keyint: int | None = None,
         motion: bool = True,
-        temporal_layers: int = 2,
+        temporal_layers: int | str = "auto",
         recorder: Recorder | None = None,
         on_end: Callable[[], None] | None = None,
     ) -> None:
@@ -72,12 +77,17 @@ class LiveEncoder:
         self.publish = publish
         self.recorder = recorder
         self.on_end = on_end
+        if temporal_layers not in ("auto", 1, 2):
+            raise InputError(f"temporal layers must be 1, 2 or auto, got {temporal_layers!r}")
+        self.temporal_layers = temporal_layers
         if keyint is None:
             keyint = max(1, round(8 * float(source.fps)))
         self.encoder = VideoEncoder(
             source.width, source.height, k=k, keyint=keyint, frame_rate=source.fps, time_base=LIVE_TIME_BASE,
-            motion=motion, temporal_layers=temporal_layers,
+            motion=motion, temporal_layers=1 if temporal_layers == "auto" else temporal_layers,
         )
+        self.discardable_frames = 0
+        self._layered_until = -float("inf")
         self.encode_times = RecentTimes()
         self.all_encode_times = TimeHistogram()
         self.delays = RecentTimes()
@@ -97,6 +107,10 @@ class LiveEncoder:
     def header_bytes(self) -> bytes:
         """The stream header record every viewer gets first."""
         return self.encoder.header_bytes
+
+    def viewer_behind(self) -> None:
+        """A viewer is behind: with automatic layers, make discardable frames for a while (thread-safe)."""
+        self._layered_until = time.monotonic() + LAYER_HOLD
 
     def request_keyframe(self) -> None:
         """Make the next frame a keyframe (thread-safe; a request during an encode counts for the next)."""
@@ -144,6 +158,8 @@ class LiveEncoder:
                     self._keyframe.clear()
                     self.keyframes_forced += 1
                 self.waits.add(time.time() - capture.captured)
+                if self.temporal_layers == "auto":
+                    self.encoder.temporal_layers = 2 if time.monotonic() < self._layered_until else 1
                 started = time.perf_counter()
                 encoded = self.encoder.encode(capture.pixels, pts, keyframe=forced)
                 elapsed = time.perf_counter() - started
@@ -153,6 +169,7 @@ class LiveEncoder:
                 sent = time.time()
                 self.delays.add(sent - capture.captured)
                 self.rate.add(len(encoded.packet))
+                self.discardable_frames += encoded.discardable
                 packet = LivePacket(
                     number=encoded.number,
                     keyframe=encoded.keyframe,
@@ -198,6 +215,9 @@ class LiveEncoder:
             "frames_encoded": totals.frames,
             "keyframes": totals.keyframes,
             "keyframes_for_viewers": self.keyframes_forced,
+            "temporal_layers": self.encoder.temporal_layers,
+            "temporal_layers_setting": self.temporal_layers,
+            "discardable_frames": self.discardable_frames,
             "encode_fps": round(fps, 2),
             "encode_ms": self.encode_times.summary(),
             "encode_ms_since_start": self.all_encode_times.summary(),

@@ -123,6 +123,7 @@ class Viewer:
                 return
             self.waiting = False
             self._asked = False
+        fanout = self._fanout
         if self.queue and self._full(packet):
             self._skip_discardable()
         if self.queue and self._full(packet):
@@ -134,6 +135,9 @@ class Viewer:
         self.queue.append(packet)
         self.queued_bytes += packet.size
         self.started = True
+        if len(self.queue) > 1:
+            # The last packet still waits: the viewer takes packets more slowly than they come.
+            fanout.viewer_behind()
         self._wakeup.set()
 
     def _full(self, packet: LivePacket) -> bool:
@@ -246,6 +250,9 @@ class FanOut:
     recovery_gap : float
         Seconds since the stream's last keyframe before one is asked for a viewer that fell
         behind (a viewer that joins asks at once).
+    on_behind : callable, optional
+        Called (on the event loop) whenever a packet for a viewer has to wait behind another:
+        that viewer is behind, and the encoder may make discardable frames for it to skip.
     """
 
     def __init__(
@@ -258,8 +265,10 @@ class FanOut:
         ack_window: int = DEFAULT_ACK_WINDOW,
         keyframe_gap: float = DEFAULT_KEYFRAME_GAP,
         recovery_gap: float = DEFAULT_RECOVERY_GAP,
+        on_behind: Callable[[], None] | None = None,
     ) -> None:
         self._request_keyframe = request_keyframe
+        self._on_behind = on_behind
         self.max_viewers = max_viewers
         self.queue_frames = max(1, queue_frames)
         self.queue_bytes = max(1, queue_bytes)
@@ -307,6 +316,11 @@ class FanOut:
             self._last_keyframe = time.monotonic()
         for viewer in list(self.viewers.values()):
             viewer.offer(packet)
+
+    def viewer_behind(self) -> None:
+        """A viewer's packet waits behind another one."""
+        if self._on_behind is not None:
+            self._on_behind()
 
     def want_keyframe(self, *, recovering: bool = False) -> None:
         """Ask the encoder for a keyframe, at most once per ``keyframe_gap`` seconds.

@@ -75,9 +75,9 @@ class LiveOptions:
         Keyframes at least every this many frames (default: 8 seconds' worth).
     motion : bool
         Search each block's motion vector (False: every block coded in place).
-    temporal_layers : {1, 2}
+    temporal_layers : {"auto", 1, 2}
         2: every other delta frame is discardable, and viewers that are behind are sent the
-        reference frames first.
+        reference frames first; "auto": so while a viewer is behind; 1: never.
     host : str
         Address to bind; anything but loopback needs ``token``.
     port : int
@@ -105,7 +105,7 @@ class LiveOptions:
     k: int = 64
     keyint: int | None = None
     motion: bool = True
-    temporal_layers: int = 2
+    temporal_layers: int | str = "auto"
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
@@ -186,6 +186,7 @@ class LiveServer:
             queue_bytes=options.queue_bytes,
             keyframe_gap=options.keyframe_gap,
             recovery_gap=options.recovery_gap,
+            on_behind=encoder.viewer_behind,
         )
         app = web.Application(client_max_size=MAX_INCOMING_BYTES)
         app.router.add_get("/", self._page)

@@ -202,7 +202,9 @@ class VideoEncoder:
         With 2, every other delta frame is discardable: it is coded against the last reference
         frame and no frame is coded against it, so that a viewer (or player) that falls behind
         may skip it and lose nothing else; reference frames are then coded against the frame
-        two back. With 1 (the default) every frame is coded against the one before it.
+        two back. With 1 (the default) every frame is coded against the one before it. The
+        attribute may be changed between frames (a live server turns the second layer on while
+        a viewer is behind): the stream stays valid either way.
 
     Examples
     --------
@@ -237,8 +239,6 @@ class VideoEncoder:
             raise InputError(f"video dither must be one of {', '.join(DITHERS)}; got {dither!r}")
         if isinstance(keyint, bool) or not isinstance(keyint, int) or keyint < 1:
             raise InputError(f"keyint must be a positive whole number, got {keyint!r}")
-        if temporal_layers not in (1, 2) or isinstance(temporal_layers, bool):
-            raise InputError(f"temporal layers must be 1 or 2, got {temporal_layers!r}")
         if not (block_tolerance >= 0 and pixel_tolerance >= 0):
             raise InputError("tolerances must be zero or positive")
         rate = Fraction(frame_rate).limit_denominator(1 << 16) if frame_rate else Fraction(30)
@@ -259,7 +259,7 @@ class VideoEncoder:
         self.block_tolerance = float(block_tolerance)
         self.pixel_tolerance = float(pixel_tolerance)
         self.motion = bool(motion)
-        self.temporal_layers = temporal_layers
+        self.temporal_layers = temporal_layers  # checked by the property
         self.totals = EncoderTotals()
         self._pts_step = 1 / (rate * self.header.time_base)
         self._nearest = np.full(1 << (TABLE_BITS * channels), -1, np.int16)
@@ -289,6 +289,17 @@ class VideoEncoder:
         # for this frame is its own vector of the last frame coded at the same distance.
         self._vectors: dict[int, np.ndarray] = {}
         self._predicted = entropy.padded_map(height, width)  # the moved reference of this frame
+
+    @property
+    def temporal_layers(self) -> int:
+        """1, or 2: every other delta frame discardable (may be changed between frames)."""
+        return self._temporal_layers
+
+    @temporal_layers.setter
+    def temporal_layers(self, layers: int) -> None:
+        if layers not in (1, 2) or isinstance(layers, bool):
+            raise InputError(f"temporal layers must be 1 or 2, got {layers!r}")
+        self._temporal_layers = layers
 
     @classmethod
     def for_source(cls, info: Any, **settings: Any) -> VideoEncoder:
