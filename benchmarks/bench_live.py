@@ -579,10 +579,10 @@ def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
     ours = bandwidth["kmq_per_frame"]
     print(f"  Motion-JPEG q5 (same frames)     {mjpeg:>10,.0f}   1:{raw / mjpeg:.1f}   ({kbit(mjpeg)} kbit/s)")
     print(f"  kmq, the frames encoded once     {ours:>10,.0f}   1:{raw / ours:.1f}   ({kbit(ours)} kbit/s,"
-          f" {bandwidth['kmq_keyframes']} keyframes; two temporal layers, as kmq live sends while a viewer is behind)")
+          f" {bandwidth['kmq_keyframes']} keyframes; two temporal layers, as kmq live sends)")
     single = bandwidth["kmq_one_layer_per_frame"]
     print(f"  kmq, one temporal layer          {single:>10,.0f}   1:{raw / single:.1f}   ({kbit(single)} kbit/s,"
-          " every frame a reference, as kmq live sends while its viewers keep up)")
+          " every frame a reference: kmq live --temporal-layers 1)")
     print(f"  kmq live stream (1 viewer)       {live_bytes:>10,.0f}   1:{raw / live_bytes:.1f}   "
           f"({table['clip/1_viewers']['stream_kbit_s']:.0f} kbit/s as encoded, source drops included)")
     print(f"  targets: kmq at most 1/20 of raw RGB, and below Motion-JPEG q5 (kbit/s at {FPS} fps)")
@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--viewers", type=int, default=8, help="pages at once in the many-viewers phase (default 8)")
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="default ../shared/media/bbb-480p-10s.mp4")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
-    parser.add_argument("--temporal-layers", choices=("auto", "1", "2"), default="auto", help="the servers' --temporal-layers (default auto, as kmq live)")
+    parser.add_argument("--temporal-layers", choices=("auto", "1", "2"), default="2", help="the servers' --temporal-layers (default 2, as kmq live)")
     # Internal: the WebSocket viewers of the "ws" phase, run in a process of their own.
     parser.add_argument("--socket-viewers", nargs=4, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

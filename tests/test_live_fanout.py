@@ -237,6 +237,17 @@ def test_a_packet_that_has_to_wait_behind_another_reports_its_viewer_behind():
         fanout.publish(packet(2))
         fanout.publish(packet(3))  # 2 still waits
         assert behind.count == 1
+        # A viewer that acknowledges: a packet that must wait for its window is behind too.
+        behind = Requests()
+        fanout = FanOut(Requests(), on_behind=behind, ack_window=2)
+        viewer = fanout.join("b")
+        viewer.acknowledge(-1)
+        for number in range(2):
+            fanout.publish(packet(number, keyframe=number == 0))
+            await drain(viewer, 1)
+        assert behind.count == 0
+        fanout.publish(packet(2))  # two in flight, none acknowledged: 2 waits
+        assert behind.count == 1
 
     run(scenario())
 

@@ -353,8 +353,16 @@ def test_a_stalled_viewer_is_dropped_to_keyframes_while_another_keeps_every_fram
             viewer.close()
 
 
-def test_a_viewer_behind_turns_on_the_second_temporal_layer_until_it_leaves(live):
-    assert live.stats()["encoder"]["temporal_layers_setting"] == "auto"
+def test_automatic_layers_turn_on_for_a_viewer_behind_until_it_leaves():
+    live = LiveProcess("--size", "320x240", "--fps", "30", "-k", "16", "--temporal-layers", "auto")
+    try:
+        assert live.stats()["encoder"]["temporal_layers_setting"] == "auto"
+        watch_a_viewer_behind(live)
+    finally:
+        live.stop()
+
+
+def watch_a_viewer_behind(live: LiveProcess) -> None:
     stalled = RawViewer(live.port, receive_buffer=4096)
     try:
         stalled.records(1)  # the header; then it never reads again, and its packets wait
@@ -591,10 +599,10 @@ def recorded_layers(record: Path) -> list[tuple[bool, bool, int]]:
 
 
 @pytest.mark.parametrize(
-    "flags, layers", [(("--temporal-layers", "2"), 2), (("--temporal-layers", "1"), 1), ((), 1)], ids=["2", "1", "auto"]
+    "flags, layers", [((), 2), (("--temporal-layers", "1"), 1), (("--temporal-layers", "auto"), 1)], ids=["2", "1", "auto"]
 )
 def test_the_stream_has_the_temporal_layers_asked_for(tmp_path, flags, layers):
-    """Two layers when asked; by default ("auto") only while a viewer is behind, and there is none here."""
+    """Two layers by default; with "auto" only while a viewer is behind, and there is none here."""
     frames = recorded_layers(stream_rolling_clip(tmp_path, *flags))
     assert len(frames) >= 4 and frames[0][0]
     discardable = [d for _, d, _ in frames]

@@ -53,8 +53,10 @@ class LiveEncoder:
         With 2, every other delta frame is discardable, so that a viewer that is behind is sent
         only the reference frames until it catches up, instead of losing everything up to the
         next keyframe; discardable frames cost bytes (reference frames are coded against the one
-        two back). "auto" (the default) makes them only while some viewer is behind (see
-        :meth:`viewer_behind`) and for ``LAYER_HOLD`` seconds after; 1 never.
+        two back). "auto" makes them only while some viewer is behind (see :meth:`viewer_behind`)
+        and for ``LAYER_HOLD`` seconds after; 1 never. The default is 2: a viewer whose decoder
+        is slower than the stream is only seen to be behind now and then, and "auto" then leaves
+        it too few frames to skip.
     recorder : Recorder, optional
         Also writes every packet to a .kmqv file.
     on_end : callable, optional
@@ -69,7 +71,7 @@ class LiveEncoder:
         k: int = 64,
         keyint: int | None = None,
         motion: bool = True,
-        temporal_layers: int | str = "auto",
+        temporal_layers: int | str = 2,
         recorder: Recorder | None = None,
         on_end: Callable[[], None] | None = None,
     ) -> None:

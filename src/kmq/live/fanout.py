@@ -135,8 +135,9 @@ class Viewer:
         self.queue.append(packet)
         self.queued_bytes += packet.size
         self.started = True
-        if len(self.queue) > 1:
-            # The last packet still waits: the viewer takes packets more slowly than they come.
+        if len(self.queue) > 1 or (self.acknowledging and len(self._in_flight) >= fanout.ack_window):
+            # This packet has to wait (behind another, or for the viewer to decode what it has):
+            # the viewer takes packets more slowly than they come.
             fanout.viewer_behind()
         self._wakeup.set()
 
@@ -251,8 +252,9 @@ class FanOut:
         Seconds since the stream's last keyframe before one is asked for a viewer that fell
         behind (a viewer that joins asks at once).
     on_behind : callable, optional
-        Called (on the event loop) whenever a packet for a viewer has to wait behind another:
-        that viewer is behind, and the encoder may make discardable frames for it to skip.
+        Called (on the event loop) whenever a packet for a viewer has to wait, behind another or
+        for the viewer to acknowledge what it has in flight: that viewer is behind, and the
+        encoder may make discardable frames for it to skip.
     """
 
     def __init__(

@@ -105,7 +105,7 @@ class LiveOptions:
     k: int = 64
     keyint: int | None = None
     motion: bool = True
-    temporal_layers: int | str = "auto"
+    temporal_layers: int | str = 2
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
