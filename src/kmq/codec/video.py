@@ -494,11 +494,10 @@ class VideoDecoder:
         else:
             if self._padded is None or self._palette is None:
                 raise FormatError(f"{what} is a delta frame and needs the frame before it (start at a keyframe)")
-            reference = packet.number - 1 - packet.skipped
-            if reference != self._number:
+            if not self.can_decode(packet):
                 raise FormatError(
-                    f"{what} is coded against frame {reference}, but the last reference frame decoded"
-                    f" is {self._number}: a frame is missing"
+                    f"{what} is coded against frame {packet.number - 1 - packet.skipped}, but the last"
+                    f" reference frame decoded is {self._number}: a frame is missing"
                 )
             if packet.palette_size != len(self._palette):
                 raise FormatError(f"{what} changes the palette size without a keyframe")

@@ -88,7 +88,6 @@ class LiveEncoder:
             source.width, source.height, k=k, keyint=keyint, frame_rate=source.fps, time_base=LIVE_TIME_BASE,
             motion=motion, temporal_layers=1 if temporal_layers == "auto" else temporal_layers,
         )
-        self.discardable_frames = 0
         self._layered_until = -float("inf")
         self.encode_times = RecentTimes()
         self.all_encode_times = TimeHistogram()
@@ -171,7 +170,6 @@ class LiveEncoder:
                 sent = time.time()
                 self.delays.add(sent - capture.captured)
                 self.rate.add(len(encoded.packet))
-                self.discardable_frames += encoded.discardable
                 packet = LivePacket(
                     number=encoded.number,
                     keyframe=encoded.keyframe,
@@ -219,7 +217,7 @@ class LiveEncoder:
             "keyframes_for_viewers": self.keyframes_forced,
             "temporal_layers": self.encoder.temporal_layers,
             "temporal_layers_setting": self.temporal_layers,
-            "discardable_frames": self.discardable_frames,
+            "discardable_frames": totals.discardable,
             "encode_fps": round(fps, 2),
             "encode_ms": self.encode_times.summary(),
             "encode_ms_since_start": self.all_encode_times.summary(),

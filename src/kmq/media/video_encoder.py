@@ -132,6 +132,7 @@ class EncoderTotals:
 
     frames: int = 0
     keyframes: int = 0
+    discardable: int = 0
     refits: int = 0
     scene_cuts: int = 0
     palette_updates: int = 0
@@ -153,6 +154,7 @@ class EncoderTotals:
         """Count one more encoded frame of ``samples`` channel values."""
         self.frames += 1
         self.keyframes += int(encoded.keyframe)
+        self.discardable += int(encoded.discardable)
         self.refits += int(encoded.refit)
         self.scene_cuts += int(encoded.scene_cut)
         self.palette_updates += encoded.palette_updates
