@@ -14,7 +14,7 @@ import pytest
 from kmq.codec.video import StreamHeader, VideoDecoder, pack_frame, pack_record, parse_frame
 from kmq.errors import FormatError
 from test_live_browser import browser  # noqa: F401 (the fixture)
-from test_live_js_vectors import page  # noqa: F401 (the fixture)
+from test_live_js_vectors import DECODERS, coded, page, run_stage  # noqa: F401 (page: the fixture)
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 LAYERED = "video_square_layers_k8.kmqv"
@@ -112,10 +112,6 @@ def striped_layers(count: int = 7) -> tuple[bytes, dict[int, bytes], dict[int, n
 
 
 STREAMS = {"vector": layered_vector, "stripes": striped_layers}
-
-
-def coded(records: list[bytes]) -> list[str]:
-    return [base64.b64encode(record).decode() for record in records]
 
 
 # ---------------------------------------------------------------- the packet parser
@@ -227,65 +223,6 @@ def test_the_javascript_video_decoder_refuses_a_frame_whose_reference_is_missing
 
 
 # ---------------------------------------------------------------- the player's decoder stage
-
-#: Feeds records to a decoder stage, each frame record once the one before is done with ("paced",
-#: as a viewer that keeps up gets them), or all at once (a viewer that is behind, so that they
-#: queue), and reports what the stage made of each.
-STAGE = """async ({ records, decoders, worker, paced }) => {
-  const { DecoderStage } = await import('/static/decoder-stage.js');
-  const messages = records.map((text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0)));
-  const result = { frames: [], skipped: [], discarded: [], errors: [], acks: [], keyframeRequests: 0 };
-  let header = null;
-  let seen = 0;
-  const stage = new DecoderStage({
-    header: (h) => { header = h; },
-    frame: (frame) => {
-      const pixels = new Uint8Array(header.width * header.height * 4);
-      for (const part of frame.parts) {
-        pixels.set(new Uint8Array(part.rgba), part.top * header.width * 4);
-        stage.recycle(part.rgba);
-      }
-      let binary = '';
-      for (let i = 0; i < pixels.length; i += 0x8000) binary += String.fromCharCode.apply(null, pixels.subarray(i, i + 0x8000));
-      result.frames.push({ number: frame.number, discardable: frame.discardable, pixels: btoa(binary) });
-      seen++;
-    },
-    skipped: (number) => { result.skipped.push(number); seen++; },
-    discarded: (number) => { result.discarded.push(number); seen++; },
-    error: (message) => { result.errors.push(message); seen++; },
-  }, {
-    decoders,
-    worker,
-    acknowledge: (number) => result.acks.push(number),
-    requestKeyframe: () => { result.keyframeRequests++; },
-  });
-  const deadline = Date.now() + 20000;
-  // Every frame record ends up decoded, reported, or dropped while the stage waits for a keyframe.
-  const until = async (count) => {
-    while (seen + stage.dropped < count && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 2));
-  };
-  let frames = 0;
-  for (const message of messages) {
-    stage.write(message);
-    if (String.fromCharCode(...message.subarray(0, 4)) === 'KMQF') frames++;
-    if (paced) await until(frames);
-  }
-  await until(frames);
-  await new Promise((resolve) => setTimeout(resolve, 20)); // nothing more comes
-  result.workers = stage.decoders.length;
-  result.stageDiscarded = stage.discarded;
-  result.stageDropped = stage.dropped;
-  stage.destroy();
-  return result;
-}"""
-
-DECODERS = [(3, True), (1, True), (2, False)]
-
-
-def run_stage(page, header: bytes, frames: list[bytes], decoders: int, worker: bool, *, paced: bool) -> dict:  # noqa: F811
-    arguments = {"records": coded([header, *frames]), "decoders": decoders, "worker": worker, "paced": paced}
-    return page.evaluate(STAGE, arguments)
-
 
 def assert_exact(found: dict, expected: dict[int, np.ndarray]) -> None:
     for frame in found["frames"]:

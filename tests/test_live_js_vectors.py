@@ -66,39 +66,68 @@ def test_the_javascript_decoder_reproduces_each_vector_exactly(results, name):
 
 # ---------------------------------------------------------------- the player's decoder stage
 
-STAGE = """async ({ records, decoders, worker }) => {
+#: Feeds records to a decoder stage, each frame record once the one before is done with ("paced",
+#: as a viewer that keeps up gets them), or all at once (a viewer that is behind, so that they
+#: queue), and reports what the stage made of each.
+STAGE = """async ({ records, decoders, worker, paced }) => {
   const { DecoderStage } = await import('/static/decoder-stage.js');
-  const frames = [];
+  const messages = records.map((text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0)));
+  const result = { frames: [], skipped: [], discarded: [], errors: [], acks: [], keyframeRequests: 0 };
   let header = null;
-  const errors = [];
-  let stage;
-  const done = new Promise((resolve) => {
-    stage = new DecoderStage({
-      header: (h) => { header = h; },
-      frame: (frame) => {
-        const pixels = new Uint8Array(header.width * header.height * 4);
-        for (const part of frame.parts) {
-          pixels.set(new Uint8Array(part.rgba), part.top * header.width * 4);
-          stage.recycle(part.rgba);
-        }
-        let binary = '';
-        for (let i = 0; i < pixels.length; i += 0x8000) {
-          binary += String.fromCharCode.apply(null, pixels.subarray(i, i + 0x8000));
-        }
-        frames.push({ number: frame.number, pixels: btoa(binary) });
-        if (frames.length === records.length - 1) resolve();
-      },
-      skipped: (number) => errors.push(`skipped ${number}`),
-      discarded: (number) => errors.push(`discarded ${number}`),
-      error: (message) => { errors.push(message); resolve(); },
-    }, { decoders, worker });
+  let seen = 0;
+  const stage = new DecoderStage({
+    header: (h) => { header = h; },
+    frame: (frame) => {
+      const pixels = new Uint8Array(header.width * header.height * 4);
+      for (const part of frame.parts) {
+        pixels.set(new Uint8Array(part.rgba), part.top * header.width * 4);
+        stage.recycle(part.rgba);
+      }
+      let binary = '';
+      for (let i = 0; i < pixels.length; i += 0x8000) binary += String.fromCharCode.apply(null, pixels.subarray(i, i + 0x8000));
+      result.frames.push({ number: frame.number, discardable: frame.discardable, pixels: btoa(binary) });
+      seen++;
+    },
+    skipped: (number) => { result.skipped.push(number); seen++; },
+    discarded: (number) => { result.discarded.push(number); seen++; },
+    error: (message) => { result.errors.push(message); seen++; },
+  }, {
+    decoders,
+    worker,
+    acknowledge: (number) => result.acks.push(number),
+    requestKeyframe: () => { result.keyframeRequests++; },
   });
-  for (const record of records) stage.write(Uint8Array.from(atob(record), (c) => c.charCodeAt(0)));
-  await done;
-  const workers = stage.decoders.length;
+  const deadline = Date.now() + 20000;
+  // Every frame record ends up decoded, reported, or dropped while the stage waits for a keyframe.
+  const until = async (count) => {
+    while (seen + stage.dropped < count && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 2));
+  };
+  let frames = 0;
+  for (const message of messages) {
+    stage.write(message);
+    if (String.fromCharCode(...message.subarray(0, 4)) === 'KMQF') frames++;
+    if (paced) await until(frames);
+  }
+  await until(frames);
+  await new Promise((resolve) => setTimeout(resolve, 20)); // nothing more comes
+  result.workers = stage.decoders.length;
+  result.stageDiscarded = stage.discarded;
+  result.stageDropped = stage.dropped;
   stage.destroy();
-  return { frames, errors, workers };
+  return result;
 }"""
+
+DECODERS = [(3, True), (1, True), (2, False)]
+
+
+def coded(records: list[bytes]) -> list[str]:
+    return [base64.b64encode(record).decode() for record in records]
+
+
+def run_stage(page, header: bytes, frames: list[bytes], decoders: int, worker: bool, *, paced: bool) -> dict:  # noqa: F811
+    """What a decoder stage in ``page`` made of a header and frame records (see STAGE)."""
+    arguments = {"records": coded([header, *frames]), "decoders": decoders, "worker": worker, "paced": paced}
+    return page.evaluate(STAGE, arguments)
 
 
 def striped_stream() -> tuple[list[bytes], list[np.ndarray]]:
@@ -147,12 +176,11 @@ def page(browser):  # noqa: F811
     page.close()
 
 
-@pytest.mark.parametrize(("decoders", "worker"), [(3, True), (1, True), (2, False)])
+@pytest.mark.parametrize(("decoders", "worker"), DECODERS)
 def test_the_players_decoder_stage_decodes_stripes_in_parallel_exactly(page, decoders, worker):
     records, expected = striped_stream()
-    coded = [base64.b64encode(record).decode() for record in records]
-    found = page.evaluate(STAGE, {"records": coded, "decoders": decoders, "worker": worker})
-    assert found["errors"] == []
+    found = run_stage(page, records[0], records[1:], decoders, worker, paced=False)
+    assert found["errors"] == [] and found["skipped"] == [] and found["discarded"] == []
     assert found["workers"] == decoders
     assert [frame["number"] for frame in found["frames"]] == list(range(len(expected)))
     for frame, pixels in zip(found["frames"], expected):
