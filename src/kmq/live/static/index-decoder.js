@@ -230,10 +230,15 @@ function vectorPart(rd, p0s, rates, base) {
   return node - (1 << MOTION_BITS) - 16;
 }
 
+/** Runs of blocks with one vector shorter than this many pixels are copied pixel by pixel (a bulk copy costs a view). */
+const BULK_RUN = 48;
+
 /**
  * Rows y0..y1-1 of the moved reference (section 5.7): each block's pixels from `previous` at its
- * vector's offset, clamped to the stripe's rows and the frame's columns; written to both `moved`
- * and `frame` (an unchanged block is the reference; a changed block's pixels are decoded over it).
+ * vector's offset, clamped to the stripe's rows and the frame's columns; written to `moved`, then
+ * to `frame` (an unchanged block is the reference; a changed block's pixels are decoded over it).
+ * Neighbouring blocks with the same vector move as one run, and the columns of a run that stay
+ * inside the frame are copied in bulk.
  */
 function moveRows(previous, vectors, at, moved, frame, width, y0, y1, top, bottom) {
   const stride = width + 3;
@@ -242,24 +247,36 @@ function moveRows(previous, vectors, at, moved, frame, width, y0, y1, top, botto
     const row = y * stride;
     moved[row] = moved[row + 1] = moved[row + width + 2] = 0;
   }
-  for (let b = 0; b < blocks; b++) {
+  for (let b = 0; b < blocks; ) {
     const dx = vectors[at + 2 * b];
     const dy = vectors[at + 2 * b + 1];
+    let e = b + 1;
+    while (e < blocks && vectors[at + 2 * e] === dx && vectors[at + 2 * e + 1] === dy) e++;
     const x0 = b * BLOCK_SIZE;
-    const x1 = Math.min(x0 + BLOCK_SIZE, width);
-    const inside = x0 + dx >= 0 && x1 + dx <= width;
+    const x1 = Math.min(e * BLOCK_SIZE, width);
+    // Columns whose source column x + dx lies inside the frame: [inX0, inX1).
+    const inX0 = Math.min(Math.max(x0, -dx), x1);
+    const inX1 = Math.max(Math.min(x1, width - dx), inX0);
+    const bulk = inX1 - inX0 >= BULK_RUN;
     for (let y = y0; y < y1; y++) {
       const row = y * stride + PAD_LEFT;
       const source = Math.min(Math.max(y + dy, top), bottom - 1) * stride + PAD_LEFT;
-      if (inside) {
-        for (let x = x0; x < x1; x++) frame[row + x] = moved[row + x] = previous[source + x + dx];
+      for (let x = x0; x < inX0; x++) moved[row + x] = previous[source + Math.min(Math.max(x + dx, 0), width - 1)];
+      if (bulk) {
+        moved.set(previous.subarray(source + inX0 + dx, source + inX1 + dx), row + inX0);
       } else {
-        for (let x = x0; x < x1; x++) {
-          frame[row + x] = moved[row + x] = previous[source + Math.min(Math.max(x + dx, 0), width - 1)];
-        }
+        for (let x = inX0; x < inX1; x++) moved[row + x] = previous[source + x + dx];
       }
+      for (let x = inX1; x < x1; x++) moved[row + x] = previous[source + Math.min(Math.max(x + dx, 0), width - 1)];
     }
+    b = e;
   }
+  frame.set(moved.subarray(y0 * stride, y1 * stride), y0 * stride);
+}
+
+/** 1 when two indices (0..255) are equal, else 0, without a branch: contexts are built of many such tests, hard to predict. */
+function same(a, b) {
+  return ((a ^ b) - 1) >>> 31;
 }
 
 /** One stripe (sections 5.6, 5.7); returns the position after the last byte read. */
@@ -340,11 +357,11 @@ function decodeStripe(bytes, start, end, frame, previous, mode, width, height, k
         if (inter) {
           p = ref[here];
           const t =
-            (w === ref[here - 1] ? 1 : 0) |
-            (n === ref[up + col] ? 2 : 0) |
-            (frame[up + col + 1] === ref[up + col + 1] ? 4 : 0) |
-            (p === w ? 8 : 0) |
-            (p === n ? 16 : 0);
+            same(w, ref[here - 1]) |
+            (same(n, ref[up + col]) << 1) |
+            (same(frame[up + col + 1], ref[up + col + 1]) << 2) |
+            (same(p, w) << 3) |
+            (same(p, n) << 4);
           if (rd.bit(p0s, rates, FLAG_P + t, FLAG_LIMIT)) {
             frame[here] = p;
             continue;
@@ -353,13 +370,13 @@ function decodeStripe(bytes, start, end, frame, previous, mode, width, height, k
         const nw = frame[up + col - 1];
         const ne = frame[up + col + 1];
         const c =
-          (w === n ? 1 : 0) |
-          (w === nw ? 2 : 0) |
-          (w === ne ? 4 : 0) |
-          (n === ne ? 8 : 0) |
-          (n === nw ? 16 : 0) |
-          (w === frame[here - 2] ? 32 : 0) |
-          (n === frame[up2 + col] ? 64 : 0);
+          same(w, n) |
+          (same(w, nw) << 1) |
+          (same(w, ne) << 2) |
+          (same(n, ne) << 3) |
+          (same(n, nw) << 4) |
+          (same(w, frame[here - 2]) << 5) |
+          (same(n, frame[up2 + col]) << 6);
         if (w !== p && rd.bit(p0s, rates, FLAG_W + c, FLAG_LIMIT)) {
           frame[here] = w;
           continue;
