@@ -294,6 +294,19 @@ def test_the_decoder_stage_passes_over_a_discardable_frame_with_a_newer_frame_qu
     assert_exact(found, expected)
     # Every frame is acknowledged, decoded or passed over, so the server's window moves on.
     assert sorted(found["acks"]) == numbers
+    assert acknowledged_before_decoded(found) == []
+
+
+def acknowledged_before_decoded(found: dict) -> list[int]:
+    """Frames the stage handed on decoded after an acknowledgement had covered them (acknowledgements are cumulative)."""
+    early = []
+    acknowledged = -1
+    for event, number in found["order"]:
+        if event == "ack":
+            acknowledged = max(acknowledged, number)
+        elif number <= acknowledged:
+            early.append(number)
+    return early
 
 
 @pytest.mark.parametrize(("decoders", "worker"), DECODERS)
@@ -308,9 +321,11 @@ def test_the_decoder_stage_far_behind_passes_over_discardable_frames_before_drop
     assert sorted(found["discarded"]) == list(range(1, 15, 2)) and found["stageDiscarded"] == 7
     assert [frame["number"] for frame in found["frames"]] == list(range(0, 15, 2))
     assert_exact(found, expected)
-    # Acknowledgements are cumulative: passing over 1, 3, 5 and 7, then 9 and 11, acknowledges 7,
-    # then 11, at once, so that the server's window of frames in flight moves on.
-    assert {7, 11, 13} <= set(found["acks"]) and max(found["acks"]) == 14
+    # Acknowledgements are cumulative, "done with every frame up to n": a frame passed over is
+    # acknowledged once the frames before it are decoded, never while one of them still waits
+    # (the server would count that one as done too early).
+    assert found["acks"] == [1, 3, 5, 7, 9, 11, 12, 13, 14]
+    assert acknowledged_before_decoded(found) == []
 
 
 # ---------------------------------------------------------------- the player's figures

@@ -68,11 +68,12 @@ def test_the_javascript_decoder_reproduces_each_vector_exactly(results, name):
 
 #: Feeds records to a decoder stage, each frame record once the one before is done with ("paced",
 #: as a viewer that keeps up gets them), or all at once (a viewer that is behind, so that they
-#: queue), and reports what the stage made of each.
+#: queue), and reports what the stage made of each; "order" has its frames and acknowledgements
+#: as they came.
 STAGE = """async ({ records, decoders, worker, paced }) => {
   const { DecoderStage } = await import('/static/decoder-stage.js');
   const messages = records.map((text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0)));
-  const result = { frames: [], skipped: [], discarded: [], errors: [], acks: [], keyframeRequests: 0 };
+  const result = { frames: [], skipped: [], discarded: [], errors: [], acks: [], keyframeRequests: 0, order: [] };
   let header = null;
   let seen = 0;
   const stage = new DecoderStage({
@@ -86,6 +87,7 @@ STAGE = """async ({ records, decoders, worker, paced }) => {
       let binary = '';
       for (let i = 0; i < pixels.length; i += 0x8000) binary += String.fromCharCode.apply(null, pixels.subarray(i, i + 0x8000));
       result.frames.push({ number: frame.number, discardable: frame.discardable, pixels: btoa(binary) });
+      result.order.push(['frame', frame.number]);
       seen++;
     },
     skipped: (number) => { result.skipped.push(number); seen++; },
@@ -94,7 +96,7 @@ STAGE = """async ({ records, decoders, worker, paced }) => {
   }, {
     decoders,
     worker,
-    acknowledge: (number) => result.acks.push(number),
+    acknowledge: (number) => { result.acks.push(number); result.order.push(['ack', number]); },
     requestKeyframe: () => { result.keyframeRequests++; },
   });
   const deadline = Date.now() + 20000;

@@ -6,7 +6,7 @@
 // when decoding falls behind, so delay never builds up here. Discardable frames (no later frame is
 // coded against them) go first: one with a newer frame queued behind it is passed over, undecoded,
 // and costs nothing else. Every frame packet it is done with is acknowledged to the server,
-// decoded or not.
+// decoded or not, once every frame before it is done with too (acknowledgements are cumulative).
 
 import { FormatError, PacketParser, asBytes, parseTiming, readRecord, TAG_TIMING } from './records.js';
 import { indexLayout, stripeAlone } from './index-decoder.js';
@@ -90,6 +90,9 @@ export class DecoderStage {
     this.timings = new Map();
     this.spare = new Map();
     this.inflight = null;
+    // Frame packets received and not yet done with, and those done with but not acknowledged yet.
+    this.open = new Set();
+    this.finished = [];
     this.frameIds = 0;
     this.waiting = false;
     this.dropped = 0;
@@ -125,10 +128,11 @@ export class DecoderStage {
       const number = numberOf(bytes);
       const timing = this.timings.get(number);
       if (timing) timing.receivedMs = wallMs();
+      this.open.add(number);
       if (this.waiting) {
         if (!keyframe) {
           this.dropped++;
-          this.acknowledge(number); // done with it: the server may send the next
+          this.done(number); // the server may send the next
           return;
         }
         this.waiting = false;
@@ -178,7 +182,7 @@ export class DecoderStage {
     this.queue = this.queue.filter((item) => !dropped.includes(item));
     this.dropped += dropped.length;
     // Acknowledged as done with, so that the server's window of frames in flight moves on.
-    this.acknowledge(Math.max(...dropped.map((item) => item.number)));
+    this.done(...dropped.map((item) => item.number));
     if (keep < 0) {
       this.waiting = true;
       this.requestKeyframe();
@@ -189,14 +193,36 @@ export class DecoderStage {
   passOver(numbers) {
     this.discarded += numbers.length;
     // Acknowledged as done with, so that the server's window of frames in flight moves on.
-    this.acknowledge(Math.max(...numbers));
+    this.done(...numbers);
     for (const number of numbers) this.destination.discarded(number);
+  }
+
+  /**
+   * Done with these frame packets (decoded, passed over, dropped or skipped). Acknowledgements are
+   * cumulative, "done with every frame up to n", so a frame done with while an older one is still
+   * queued or decoding is acknowledged once that one is done too: the server's window of frames in
+   * flight then counts what waits here, and a viewer that is behind lets frames wait at the server,
+   * which passes over discardable ones, rather than here.
+   */
+  done(...numbers) {
+    for (const number of numbers) {
+      if (this.open.delete(number)) this.finished.push(number);
+    }
+    let oldest = Infinity;
+    for (const number of this.open) oldest = Math.min(oldest, number);
+    let last = -1;
+    for (const number of this.finished) if (number < oldest) last = Math.max(last, number);
+    if (last < 0) return;
+    this.finished = this.finished.filter((number) => number > oldest);
+    this.acknowledge(last);
   }
 
   /** The connection dropped: what is queued belongs to the old one. */
   disconnected() {
     this.queue = [];
     this.waiting = false;
+    this.open.clear();
+    this.finished = [];
     this.timings.clear();
   }
 
@@ -232,7 +258,7 @@ export class DecoderStage {
     if (!packet.keyframe && !follows) {
       // Not decodable (joined mid-stream, or a gap): wait for a keyframe.
       if (this.ready) this.forget();
-      this.acknowledge(packet.number);
+      this.done(packet.number);
       this.destination.skipped(packet.number);
       return;
     }
@@ -358,7 +384,6 @@ export class DecoderStage {
       }
       const timing = this.timings.get(packet.number);
       for (const number of this.timings.keys()) if (number <= packet.number) this.timings.delete(number);
-      this.acknowledge(packet.number);
       this.destination.frame({
         number: packet.number,
         pts: packet.pts,
@@ -374,6 +399,7 @@ export class DecoderStage {
         startedMs: timing ? timing.startedMs : null,
         decodedMs: timing ? wallMs() : null,
       });
+      this.done(packet.number);
     }
     this.pump();
   }
@@ -384,8 +410,7 @@ export class DecoderStage {
     this.forget();
     this.waiting = true;
     const queued = this.queue.filter((item) => item.frame).map((item) => item.number);
-    const done = [...numbers, ...queued];
-    if (done.length) this.acknowledge(Math.max(...done));
+    this.done(...numbers, ...queued);
     this.queue = this.queue.filter((item) => !item.frame);
     this.requestKeyframe();
   }
