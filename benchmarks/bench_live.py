@@ -151,6 +151,15 @@ def _autogroup(pid: int) -> str | None:
         return None
 
 
+def missing(clip: Path) -> str | None:
+    """What this machine lacks to run the browser benchmarks (the clip, Chromium, FFmpeg), or None."""
+    if not clip.is_file():
+        return f"no clip at {clip}"
+    if not Path(CHROMIUM).is_file() or shutil.which("ffmpeg") is None:
+        return "needs Debian's chromium at /usr/bin/chromium and ffmpeg"
+    return None
+
+
 def load() -> str:
     return "/".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -611,11 +620,9 @@ def main(argv: list[str] | None = None) -> int:
         port, count, seconds, settle = args.socket_viewers
         print(json.dumps(socket_viewers(int(port), int(count), float(seconds), float(settle))))
         return 0
-    if not args.clip.is_file():
-        print(f"error: no clip at {args.clip}", file=sys.stderr)
-        return 2
-    if not Path(CHROMIUM).is_file() or shutil.which("ffmpeg") is None:
-        print("error: needs Debian's chromium at /usr/bin/chromium and ffmpeg", file=sys.stderr)
+    problem = missing(args.clip)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     from playwright.sync_api import sync_playwright
 
