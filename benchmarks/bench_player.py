@@ -3,12 +3,13 @@
 Run: ``python benchmarks/bench_player.py [--frames 90] [--runs 3] [--json OUT]``.
 
 kmq puts the decoding on the client: a live viewer's page turns each frame packet into RGBA
-pixels in JavaScript (docs/FORMAT.md, src/kmq/live/static/). This measures that work per frame at
-1280×720, K = 64, on the frames ``kmq live`` streams — the shared clip scaled by the live source's
-own code, and the test pattern — encoded as the live server encodes them (two temporal layers, a
-keyframe every 8 s), in headless Debian Chromium (/usr/bin/chromium, driven by Playwright), on the
-page's thread, one frame after another: parse and check the packet, decode the index map, look
-each index up in the palette into an RGBA buffer a canvas can take.
+pixels in JavaScript (docs/FORMAT.md, src/kmq/live/static/). This measures that work per frame
+at 1280×720, K = 64, on the frames ``kmq live`` streams — the shared clip scaled by the live
+source's own code, and the test pattern — encoded as the live server encodes them for viewers
+that keep up (one temporal layer, a keyframe every 8 s), in headless Debian Chromium
+(/usr/bin/chromium, driven by Playwright), on the page's thread, one frame after another: parse
+and check the packet, decode the index map, look each index up in the palette into an RGBA
+buffer a canvas can take.
 
 Side by side, in the same page and run:
 
@@ -96,7 +97,7 @@ def kmq_records(frames: list[np.ndarray]) -> list[bytes]:
     from kmq.media.video_encoder import VideoEncoder
 
     encoder = VideoEncoder(
-        SIZE[0], SIZE[1], k=K, keyint=8 * FPS, frame_rate=Fraction(FPS), time_base=LIVE_TIME_BASE, temporal_layers=2
+        SIZE[0], SIZE[1], k=K, keyint=8 * FPS, frame_rate=Fraction(FPS), time_base=LIVE_TIME_BASE, temporal_layers=1
     )
     return [encoder.header_bytes] + [
         encoder.encode(frame, number * 1_000_000 // FPS).packet for number, frame in enumerate(frames)

@@ -688,7 +688,7 @@ def _add_live_commands(commands: Any) -> None:
     live.add_argument("--fps", type=_fps_value, default=None, help="source frame rate (default: the source's; 30 for testsrc)")
     live.add_argument("--keyint", type=_positive_int, default=None, metavar="N", help="a keyframe at least every N frames (default: 8 seconds' worth)")
     live.add_argument("--no-motion", dest="motion", action="store_false", help="no motion vectors: code every block in place (less CPU on still pictures)")
-    live.add_argument("--temporal-layers", choices=("auto", "1", "2"), default="2", help="2 (default): every other delta frame is discardable, and viewers that are behind get the others first; auto: so only while a viewer is behind; 1: every frame a reference (about 15%% fewer bytes)")
+    live.add_argument("--temporal-layers", choices=("auto", "1", "2"), default="auto", help="auto (default): every other delta frame is discardable while a viewer is behind, so it is sent the others first; 2: always (the clip's stream about 15%% larger); 1: every frame a reference")
     live.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need a token)")
     live.add_argument("--port", type=_port_value, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
     live.add_argument("--token", default=None, help="token viewers must give (default: none on loopback, generated otherwise)")

@@ -54,9 +54,10 @@ class LiveEncoder:
         only the reference frames until it catches up, instead of losing everything up to the
         next keyframe; discardable frames cost bytes (reference frames are coded against the one
         two back). "auto" makes them only while some viewer is behind (see :meth:`viewer_behind`)
-        and for ``LAYER_HOLD`` seconds after; 1 never. The default is 2: a viewer whose decoder
-        is slower than the stream is only seen to be behind now and then, and "auto" then leaves
-        it too few frames to skip.
+        and for ``LAYER_HOLD`` seconds after (the default: a stream whose viewers keep up costs
+        what one layer costs, and a page that decodes slower than the stream, whose
+        acknowledgements hold back the frames it has not finished, is seen to be behind); 1
+        never.
     recorder : Recorder, optional
         Also writes every packet to a .kmqv file.
     on_end : callable, optional
@@ -71,7 +72,7 @@ class LiveEncoder:
         k: int = 64,
         keyint: int | None = None,
         motion: bool = True,
-        temporal_layers: int | str = 2,
+        temporal_layers: int | str = "auto",
         recorder: Recorder | None = None,
         on_end: Callable[[], None] | None = None,
     ) -> None:

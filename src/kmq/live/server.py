@@ -77,7 +77,7 @@ class LiveOptions:
         Search each block's motion vector (False: every block coded in place).
     temporal_layers : {"auto", 1, 2}
         2: every other delta frame is discardable, and viewers that are behind are sent the
-        reference frames first; "auto": so while a viewer is behind; 1: never.
+        reference frames first; "auto" (the default): so while a viewer is behind; 1: never.
     host : str
         Address to bind; anything but loopback needs ``token``.
     port : int
@@ -105,7 +105,7 @@ class LiveOptions:
     k: int = 64
     keyint: int | None = None
     motion: bool = True
-    temporal_layers: int | str = 2
+    temporal_layers: int | str = "auto"
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
