@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from kmq.codec.video import KmqvReader
 from conftest import launch_chromium
-from test_live_server import LiveProcess, RawViewer, live, viewer_stats  # noqa: F401 (live: the fixture)
+from test_live_server import LiveProcess, RawViewer, live, newest_viewer_id, viewer_stats  # noqa: F401 (live: the fixture)
 
 
 pytestmark = pytest.mark.browser
@@ -208,6 +209,52 @@ def test_players_created_and_destroyed_release_their_sockets_workers_and_memory(
         assert third - first < 4 << 20, (first, second, third)
         live.wait_for(lambda s: s["viewers"]["count"] == 1, "the destroyed players' connections to close")
         assert len(page.workers) == 1  # only the page's own player
+    finally:
+        page.close()
+
+
+#: What the browser does when its tab goes to the background or comes back (headless pages are
+#: always shown): document.hidden changes and a visibilitychange event is fired.
+SET_HIDDEN = """(hidden) => {
+  Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+  Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (hidden ? 'hidden' : 'visible') });
+  document.dispatchEvent(new Event('visibilitychange'));
+}"""
+
+
+def test_a_hidden_page_disconnects_and_plays_again_when_shown(browser, live):  # noqa: F811
+    page = open_player(browser, f"http://127.0.0.1:{live.port}/")
+    try:
+        wait_until(page, "window.kmqStats && window.kmqStats.framesDecoded >= 5")
+        ours = newest_viewer_id(live)
+        page.evaluate(SET_HIDDEN, True)
+        wait_until(page, "window.kmqStats.state === 'paused'")
+        live.wait_for(lambda s: ours not in viewer_stats(s), "the hidden page's viewer to leave the server")
+        wait_until(page, "document.querySelector('.kmq-state').textContent.includes('paused')")
+        decoded = stats(page)["framesDecoded"]
+        time.sleep(1.0)  # thirty frames' worth at 30 fps: none may come while hidden
+        assert stats(page)["framesDecoded"] == decoded
+        page.evaluate(SET_HIDDEN, False)
+        wait_until(page, f"window.kmqStats.framesDecoded >= {decoded + 5}")
+        after = stats(page)
+        assert after["state"] == "playing" and after["reconnects"] == 0 and after["errors"] == 0
+        assert page.errors == []
+    finally:
+        page.close()
+
+
+def test_a_player_made_in_a_hidden_page_connects_only_once_it_is_shown(browser, live):  # noqa: F811
+    page = browser.new_page(bypass_csp=True)
+    try:
+        # Hidden before the page's scripts run, as a tab opened in the background.
+        page.add_init_script(f"({SET_HIDDEN})(true)")
+        viewers = live.stats()["viewers"]["count"]
+        page.goto(f"http://127.0.0.1:{live.port}/")
+        wait_until(page, "window.kmqStats && window.kmqStats.state === 'paused'")
+        time.sleep(1.0)
+        assert stats(page)["bytesReceived"] == 0 and live.stats()["viewers"]["count"] <= viewers
+        page.evaluate(SET_HIDDEN, False)
+        wait_until(page, "window.kmqStats.framesDecoded >= 5")
     finally:
         page.close()
 

@@ -1,7 +1,7 @@
 // Page entry: builds the player for the stream of the server that served this page, reading
 // ?token=... (and ?worker=0 to decode on the page's thread, ?decoders=N to decode N stripes at
-// once) from the page's own address, and exposes it as window.kmqPlayer and its numbers as
-// window.kmqStats.
+// once, ?pauseWhenHidden=0 to keep playing in a background tab) from the page's own address,
+// and exposes it as window.kmqPlayer and its numbers as window.kmqStats.
 
 import { Player } from './player.js';
 
@@ -14,6 +14,7 @@ const player = new Player(document.getElementById('video'), `${scheme}://${locat
   decoders: Number(params.get('decoders')) || undefined,
   overlay: params.get('overlay') === '0' ? null : document.getElementById('stage'),
   probeUrl: `/stats${query}`,
+  pauseWhenHidden: params.get('pauseWhenHidden') !== '0',
 });
 window.kmqPlayer = player;
 window.kmqStats = player.stats;

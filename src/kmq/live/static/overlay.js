@@ -11,6 +11,7 @@ const STATE_TEXT = {
   reconnecting: 'reconnecting…',
   refused: 'refused',
   ended: 'stream ended',
+  paused: 'paused',
 };
 
 function rate(bitsPerSecond) {

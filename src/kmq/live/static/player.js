@@ -34,12 +34,18 @@ export class Player {
    * @param {HTMLCanvasElement} canvas where the video is drawn
    * @param {string} url the stream, ws://HOST:PORT/ws (with ?token=... when needed)
    * @param {{worker?: boolean, decoders?: number, overlay?: HTMLElement|null, probeUrl?: string|null,
-   *   maxPixels?: number}} [options]
+   *   maxPixels?: number, pauseWhenHidden?: boolean}} [options]
    *   worker: decode in Web Workers (default true); decoders: stripes decoded at once (default:
    *   all cores but one, at most four); overlay: element to show the numbers in; probeUrl: address
-   *   that answers 401/403 for a wrong token (the server's /stats)
+   *   that answers 401/403 for a wrong token (the server's /stats); pauseWhenHidden: disconnect
+   *   while the page is hidden (a background tab), so that it costs neither the viewer's CPU nor
+   *   the server's bandwidth, and start again at a keyframe when it is shown (default true)
    */
-  constructor(canvas, url, { worker = true, decoders, overlay = null, probeUrl = null, maxPixels } = {}) {
+  constructor(
+    canvas,
+    url,
+    { worker = true, decoders, overlay = null, probeUrl = null, maxPixels, pauseWhenHidden = true } = {},
+  ) {
     this.stats = {
       state: 'connecting',
       detail: '',
@@ -84,7 +90,22 @@ export class Player {
     });
     this.overlay = overlay ? new Overlay(overlay, this.stats) : null;
     this.ticker = setInterval(() => this.tick(), 250);
-    this.source.connect(this.stage);
+    this.visibility = null;
+    if (pauseWhenHidden && typeof document !== 'undefined') {
+      this.visibility = () => (document.hidden ? this.pause() : this.resume());
+      document.addEventListener('visibilitychange', this.visibility);
+    }
+    this.source.connect(this.stage, Boolean(this.visibility && document.hidden));
+  }
+
+  /** Disconnect until resume(): no frames arrive, none are decoded; the last one stays painted. */
+  pause() {
+    if (this.source) this.source.pause();
+  }
+
+  /** Connect again after pause(); the picture comes back with the next keyframe. */
+  resume() {
+    if (this.source) this.source.resume();
   }
 
   // -- from the socket source
@@ -115,8 +136,11 @@ export class Player {
     stats.keyframes += frame.keyframe ? 1 : 0;
     stats.paletteSize = frame.paletteSize;
     stats.decodeMs = stats.decodeMs ? 0.9 * stats.decodeMs + 0.1 * frame.decodeMs : frame.decodeMs;
-    stats.state = 'playing';
-    stats.detail = '';
+    if (this.source && !this.source.paused) {
+      // (A frame that was decoding when the player paused still comes, and is shown.)
+      stats.state = 'playing';
+      stats.detail = '';
+    }
     this.lastFrameAt = now;
     this.arrivals.push([now, frame.bytes]);
     this.renderer.render({ ...frame, width: stats.width, height: stats.height });
@@ -202,6 +226,8 @@ export class Player {
   /** Stop and release the socket, the worker, the timers and the overlay. */
   destroy() {
     clearInterval(this.ticker);
+    if (this.visibility) document.removeEventListener('visibilitychange', this.visibility);
+    this.visibility = null;
     this.source.destroy();
     this.stage.destroy();
     this.renderer.destroy();

@@ -1,6 +1,7 @@
 // Socket source: the first stage of the player. Opens the stream's WebSocket, hands every binary
 // message (one record each) to its destination's write(), reconnects with a growing delay when the
-// connection drops, and reports its state (connecting, open, reconnecting, refused, ended).
+// connection drops, and reports its state (connecting, open, reconnecting, refused, ended,
+// paused). Paused, it holds no connection: the server forgets the viewer until it resumes.
 
 const FIRST_RETRY_MS = 500;
 const LONGEST_RETRY_MS = 5000;
@@ -21,19 +22,25 @@ export class WebSocketSource {
     this.retryMs = FIRST_RETRY_MS;
     this.timer = null;
     this.destroyed = false;
+    this.paused = false;
     this.reconnects = 0;
     this.bytesReceived = 0;
     this.opened = false;
   }
 
-  /** Start delivering messages to `destination.write(arrayBuffer)`. */
-  connect(destination) {
+  /** Start delivering messages to `destination.write(arrayBuffer)`; paused: only once resumed. */
+  connect(destination, paused = false) {
     this.destination = destination;
-    this.open();
+    if (paused) {
+      this.paused = true;
+      this.onState('paused');
+    } else {
+      this.open();
+    }
   }
 
   open() {
-    if (this.destroyed) return;
+    if (this.destroyed || this.paused) return;
     this.onState('connecting');
     this.opened = false;
     const socket = new WebSocket(this.url);
@@ -64,7 +71,7 @@ export class WebSocketSource {
     }
     if (!this.opened && this.probeUrl) {
       const refusal = await this.probe();
-      if (this.destroyed) return;
+      if (this.destroyed || this.paused) return;
       if (refusal) {
         this.onState('refused', refusal);
         return;
@@ -103,17 +110,39 @@ export class WebSocketSource {
     if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
   }
 
+  /** Close the connection until resume(); what was on its way is dropped. */
+  pause() {
+    if (this.destroyed || this.paused) return;
+    this.paused = true;
+    this.hangUp('viewer paused');
+    if (this.destination && this.destination.disconnected) this.destination.disconnected();
+    this.retryMs = FIRST_RETRY_MS;
+    this.onState('paused');
+  }
+
+  /** Connect again after pause(): the stream starts again at a keyframe. */
+  resume() {
+    if (this.destroyed || !this.paused) return;
+    this.paused = false;
+    this.open();
+  }
+
   /** Close for good: no reconnection, no more messages. */
   destroy() {
     this.destroyed = true;
+    this.hangUp('viewer left');
+    this.destination = null;
+  }
+
+  /** Cancel a pending reconnection and close the socket, if any, without hearing from it again. */
+  hangUp(reason) {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     const socket = this.socket;
     this.socket = null;
     if (socket) {
       socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
-      socket.close(1000, 'viewer left');
+      socket.close(1000, reason);
     }
-    this.destination = null;
   }
 }
