@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
+import shutil
 import socket
 import threading
 import time
+from importlib.resources import files
 
 import numpy as np
 import pytest
@@ -302,3 +306,52 @@ def test_a_wrong_token_is_refused_and_shown_as_such(browser):  # noqa: F811
     finally:
         server.stop()
 
+
+
+#: A page of another site with kmq's player in it: the player's modules copied to the site, the
+#: stream from the kmq server (STREAM filled in), no overlay.
+EMBEDDING_PAGE = """<!doctype html>
+<title>a site</title>
+<canvas id="picture"></canvas>
+<script type="module">
+  import { Player } from '/js/kmq/player.js';
+  window.player = new Player(document.getElementById('picture'), 'STREAM');
+</script>
+"""
+
+
+@pytest.fixture()
+def site(tmp_path):
+    """Another web site on this machine (a plain HTTP server of its own) with kmq's player modules copied into it."""
+    shutil.copytree(files("kmq.live") / "static", tmp_path / "js" / "kmq")
+    handler = functools.partial(QuietFiles, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.root = tmp_path
+    server.address = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+class QuietFiles(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder's files without logging each request."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_another_sites_page_embeds_the_player_from_copied_modules(browser, live, site):  # noqa: F811
+    """The modules work from any site, worker included; here one of another origin on this machine."""
+    (site.root / "index.html").write_text(EMBEDDING_PAGE.replace("STREAM", f"ws://127.0.0.1:{live.port}/ws"))
+    page = browser.new_page()
+    try:
+        page.goto(f"{site.address}/index.html")
+        wait_until(page, "window.player && window.player.stats.framesDecoded >= 5")
+        played = page.evaluate("() => ({ ...window.player.stats })")
+        assert played["state"] == "playing" and played["errors"] == 0 and played["width"] == 256
+        # Decoded in the site's own worker, from the copied modules.
+        assert [worker.url for worker in page.workers] == [f"{site.address}/js/kmq/decode-worker.js"]
+    finally:
+        page.close()
