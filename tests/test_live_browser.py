@@ -309,13 +309,13 @@ def test_a_wrong_token_is_refused_and_shown_as_such(browser):  # noqa: F811
 
 
 #: A page of another site with kmq's player in it: the player's modules copied to the site, the
-#: stream from the kmq server (STREAM filled in), no overlay.
+#: stream and the address that tells a refusal from the kmq server (STREAM, PROBE), no overlay.
 EMBEDDING_PAGE = """<!doctype html>
 <title>a site</title>
 <canvas id="picture"></canvas>
 <script type="module">
   import { Player } from '/js/kmq/player.js';
-  window.player = new Player(document.getElementById('picture'), 'STREAM');
+  window.player = new Player(document.getElementById('picture'), 'STREAM', { probeUrl: 'PROBE' });
 </script>
 """
 
@@ -342,16 +342,28 @@ class QuietFiles(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def test_another_sites_page_embeds_the_player_from_copied_modules(browser, live, site):  # noqa: F811
+def test_another_sites_page_embeds_the_player_from_copied_modules(browser, site):  # noqa: F811
     """The modules work from any site, worker included; here one of another origin on this machine."""
-    (site.root / "index.html").write_text(EMBEDDING_PAGE.replace("STREAM", f"ws://127.0.0.1:{live.port}/ws"))
-    page = browser.new_page()
+    token = "embedding-token-7"
+    server = LiveProcess("--size", "96x64", "--fps", "15", "-k", "8", "--token", token)
+    base = f"127.0.0.1:{server.port}"
+    pages = []
     try:
-        page.goto(f"{site.address}/index.html")
-        wait_until(page, "window.player && window.player.stats.framesDecoded >= 5")
-        played = page.evaluate("() => ({ ...window.player.stats })")
-        assert played["state"] == "playing" and played["errors"] == 0 and played["width"] == 256
+        for name, given in (("right", token), ("wrong", "wrong-token-3")):
+            page = EMBEDDING_PAGE.replace("STREAM", f"ws://{base}/ws?token={given}")
+            (site.root / f"{name}.html").write_text(page.replace("PROBE", f"http://{base}/stats?token={given}"))
+            pages.append(browser.new_page())
+            pages[-1].goto(f"{site.address}/{name}.html")
+        right, wrong = pages
+        wait_until(right, "window.player && window.player.stats.framesDecoded >= 5")
+        played = right.evaluate("() => ({ ...window.player.stats })")
+        assert played["state"] == "playing" and played["errors"] == 0 and played["width"] == 96
         # Decoded in the site's own worker, from the copied modules.
-        assert [worker.url for worker in page.workers] == [f"{site.address}/js/kmq/decode-worker.js"]
+        assert [worker.url for worker in right.workers] == [f"{site.address}/js/kmq/decode-worker.js"]
+        # The server's refusal reaches a page of another origin as such, not as a dropped connection.
+        wait_until(wrong, "window.player && window.player.stats.state === 'refused'")
+        assert "wrong token" in wrong.evaluate("() => window.player.stats.detail")
     finally:
-        page.close()
+        for page in pages:
+            page.close()
+        server.stop()

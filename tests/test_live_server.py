@@ -211,11 +211,16 @@ def assert_one_error_line(result: subprocess.CompletedProcess, fragment: str) ->
 
 
 def http_status(url: str) -> int:
+    return http_answer(url)[0]
+
+
+def http_answer(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+    """The status and headers of a GET (refusals included)."""
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+            return response.status, dict(response.headers)
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, dict(exc.headers)
 
 
 _SHARED: dict = {}
@@ -493,6 +498,17 @@ def guarded() -> LiveProcess:
     server = LiveProcess("--size", "64x48", "--fps", "10", "-k", "8", "--token", "s3cret-token", "--max-viewers", "1")
     yield server
     server.stop()
+
+
+def test_the_stats_of_a_server_with_a_token_may_be_read_by_pages_of_other_sites(guarded, live):
+    """A page elsewhere that holds the token reads them (and reads a refusal as one); without a token, no."""
+    other_site = {"Origin": "https://site.example"}
+    base = f"http://127.0.0.1:{guarded.port}/stats"
+    for query, status in (("", 401), ("?token=wrong-token", 403), ("?token=s3cret-token", 200)):
+        answer, headers = http_answer(base + query, other_site)
+        assert answer == status and headers.get("Access-Control-Allow-Origin") == "*"
+    answer, headers = http_answer(f"http://127.0.0.1:{live.port}/stats", other_site)
+    assert answer == 403 and "Access-Control-Allow-Origin" not in headers
 
 
 def test_stats_and_stream_refuse_a_missing_or_wrong_token(guarded):

@@ -279,10 +279,14 @@ class LiveServer:
         return web.FileResponse(STATIC / "index.html")
 
     async def _stats(self, request: web.Request) -> web.Response:
-        refusal = self._refusal(request)
-        if refusal is not None:
-            return refusal
-        return web.json_response(self.stats(), dumps=lambda value: json.dumps(value, indent=1))
+        response = self._refusal(request)
+        if response is None:
+            response = web.json_response(self.stats(), dumps=lambda value: json.dumps(value, indent=1))
+        if self.access.token is not None:
+            # Pages of other sites may read the figures when they hold the token (it guards them,
+            # not the origin), and read a refusal as one: a player embedded there shows "refused".
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
 
     def stats(self) -> dict[str, Any]:
         """Everything ``GET /stats`` returns."""
