@@ -16,7 +16,9 @@ import pytest
 
 from kmq.codec.video import KmqvReader
 from conftest import launch_chromium
-from test_live_server import LiveProcess, RawViewer, live, newest_viewer_id, viewer_stats  # noqa: F401 (live: the fixture)
+from test_live_server import (  # noqa: F401 (live, secure: the fixtures)
+    LiveProcess, RawViewer, live, newest_viewer_id, secure, viewer_stats,
+)  # fmt: skip
 
 
 pytestmark = pytest.mark.browser
@@ -367,3 +369,18 @@ def test_another_sites_page_embeds_the_player_from_copied_modules(browser, site)
         for page in pages:
             page.close()
         server.stop()
+
+
+def test_the_page_plays_over_https_and_wss(browser, secure):  # noqa: F811
+    # The test certificate is self-signed: this browser context accepts it, as a user would once.
+    context = browser.new_context(ignore_https_errors=True, bypass_csp=True)
+    try:
+        page = context.new_page()
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        page.goto(f"https://127.0.0.1:{secure.port}/?token=tls-token-42")
+        wait_until(page, "window.kmqStats && window.kmqStats.framesDecoded >= 5")
+        assert stats(page)["state"] == "playing" and stats(page)["errors"] == 0
+        assert sockets == [f"wss://127.0.0.1:{secure.port}/ws?token=tls-token-42"]
+    finally:
+        context.close()

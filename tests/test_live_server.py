@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -480,6 +482,44 @@ def test_kmq_watch_decodes_and_writes_the_stream(live, tmp_path):
     assert len(frames) == 20 and frames[0].shape == (144, 256, 3)
 
 
+#: A self-signed certificate for localhost and 127.0.0.1 (valid until 2126), for tests only.
+TLS_CERT = Path(__file__).parent / "tls" / "localhost-cert.pem"
+TLS_KEY = Path(__file__).parent / "tls" / "localhost-key.pem"
+
+
+@pytest.fixture(scope="module")
+def secure() -> LiveProcess:
+    """A server with TLS and a token, as for viewers on other machines."""
+    server = LiveProcess(
+        "--size", "64x48", "--fps", "10", "-k", "8", "--token", "tls-token-42",
+        "--tls-cert", str(TLS_CERT), "--tls-key", str(TLS_KEY),
+    )  # fmt: skip
+    yield server
+    server.stop()
+
+
+def test_a_server_with_tls_serves_https_and_wss_only(secure):
+    assert secure.addresses["player"].startswith("https://") and secure.addresses["stream"].startswith("wss://")
+    trusting = ssl.create_default_context(cafile=str(TLS_CERT))
+    url = f"https://127.0.0.1:{secure.port}/stats?token=tls-token-42"
+    with urllib.request.urlopen(url, timeout=10, context=trusting) as response:
+        assert json.loads(response.read())["viewers"]["count"] == 0
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(url.replace("https:", "http:"), timeout=10)  # plain HTTP gets nothing
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(url, timeout=10)  # not a certificate the system trusts
+
+
+def test_kmq_watch_reads_a_wss_stream_trusting_the_servers_certificate(secure):
+    stream = f"wss://127.0.0.1:{secure.port}/ws"
+    result = run_kmq("watch", stream, "--token", "tls-token-42", "--frames", "5", "--cafile", str(TLS_CERT), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["frames"] == 5
+    untrusted = run_kmq("watch", stream, "--token", "tls-token-42", "--frames", "5", "--timeout", "10")
+    assert untrusted.returncode == 2
+    assert_one_error_line(untrusted, "certificate is not trusted")
+
+
 def test_kmq_watch_reports_an_unreachable_server_in_one_line():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -559,6 +599,10 @@ def test_binding_beyond_loopback_generates_a_token():
         (["--fps", "0"], "fps"),
         (["--token", "short"], "at least 8"),
         (["--port", "70000"], "port"),
+        (["--tls-cert", "no-such-cert.pem"], "cannot read no-such-cert.pem"),
+        (["--tls-key", str(TLS_KEY)], "needs its certificate"),
+        (["--tls-cert", str(TLS_CERT)], "not a PEM certificate chain and its private key"),
+        (["--tls-cert", str(TLS_CERT), "--tls-key", str(TLS_CERT)], "not a PEM certificate chain"),
     ],
 )
 def test_bad_live_arguments_fail_in_one_line(args, message):

@@ -668,7 +668,8 @@ Open the player address in a browser: it decodes the palette indices in JavaScri
 fps, bit rate, compression against raw RGB, palette size and latency. GET /stats returns the
 server's numbers as JSON. The server binds 127.0.0.1 unless --host says otherwise; any other
 address needs --token (one is generated and printed when none is given), which /ws and /stats
-then require as ?token=... . Ctrl-C stops it (and finishes a --record file).
+then require as ?token=... ; with --tls-cert the page, the stream and the token go over TLS
+(https://, wss://). Ctrl-C stops it (and finishes a --record file).
 """
 
 
@@ -692,6 +693,8 @@ def _add_live_commands(commands: Any) -> None:
     live.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need a token)")
     live.add_argument("--port", type=_port_value, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
     live.add_argument("--token", default=None, help="token viewers must give (default: none on loopback, generated otherwise)")
+    live.add_argument("--tls-cert", default=None, metavar="CERT.pem", help="serve https:// and wss:// with this certificate chain (PEM)")
+    live.add_argument("--tls-key", default=None, metavar="KEY.pem", help="the certificate's private key (PEM; default: in CERT.pem)")
     live.add_argument("--max-viewers", type=_positive_int, default=32, metavar="N", help="viewers at once (default 32)")
     live.add_argument("--record", default=None, metavar="OUT.kmqv", help="also write the stream to a .kmqv file")
     live.add_argument("-f", "--force", action="store_true", help="replace an existing --record file")
@@ -707,6 +710,7 @@ def _add_live_commands(commands: Any) -> None:
     watch.add_argument("-o", "--output", default=None, help="write frames to OUT.mkv (lossless), OUT.mp4, OUT.gif, OUT.apng or OUTDIR/")
     watch.add_argument("--frames", type=_positive_int, default=None, metavar="N", help="stop after N frames (default: until the stream ends)")
     watch.add_argument("--token", default=None, help="the server's token")
+    watch.add_argument("--cafile", default=None, metavar="CERT.pem", help="for wss://: trust the certificates in this file (a self-signed server's own)")
     watch.add_argument("--timeout", type=float, default=15.0, metavar="S", help="give up after S seconds without data (default 15)")
     watch.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     watch.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -733,6 +737,8 @@ def _run_live(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         token=token,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
         record=Path(args.record) if args.record else None,
         force=args.force,
         max_viewers=args.max_viewers,
@@ -786,7 +792,7 @@ def _run_watch(args: argparse.Namespace) -> int:
         shown["at"] = now
         print(f"\r{summary.frames} frames, {summary.fps:.1f} fps, {summary.kbit_per_s:.0f} kbit/s", end="", file=sys.stderr, flush=True)
 
-    summary = watch(args.url, output=args.output, frames=args.frames, token=args.token, force=args.force, timeout=args.timeout, on_frame=progress)
+    summary = watch(args.url, output=args.output, frames=args.frames, token=args.token, force=args.force, timeout=args.timeout, on_frame=progress, cafile=args.cafile)
     if not (args.json or args.quiet):
         print(file=sys.stderr)
     if args.json:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,6 +85,10 @@ class LiveOptions:
         Port to bind; 0 picks a free one.
     token : str or None
         Required of viewers and of ``/stats`` when given.
+    tls_cert, tls_key : path or None
+        Serve HTTPS and WSS with this certificate chain (PEM) and its private key (PEM; default:
+        in the certificate's file), so that viewers elsewhere get the token and the stream
+        encrypted, and pages of HTTPS sites may open the stream.
     record : path or None
         Also write the stream to this .kmqv file.
     force : bool
@@ -109,6 +114,8 @@ class LiveOptions:
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     record: Path | None = None
     force: bool = False
     max_viewers: int = 32
@@ -144,6 +151,7 @@ class LiveServer:
             raise InputError(f"max viewers must be 1..10000, got {options.max_viewers}")
         if options.record is not None:
             check_output(options.record, force=options.force)  # before the slow start, not after
+        self.tls = tls_context(options.tls_cert, options.tls_key)
         self.options = options
         self.access = Access(options.token)
         self.log = log or (lambda line: None)
@@ -196,7 +204,7 @@ class LiveServer:
         app.on_response_prepare.append(_add_page_headers)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_TIMEOUT)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, options.host, options.port, reuse_address=True)
+        site = web.TCPSite(self._runner, options.host, options.port, reuse_address=True, ssl_context=self.tls)
         try:
             await site.start()
         except OSError as exc:
@@ -232,7 +240,12 @@ class LiveServer:
         return self.address("/")
 
     def address(self, path: str = "/", *, scheme: str = "http") -> str:
-        """The address of ``path`` on this server (``scheme`` ws for the stream), with the token if any."""
+        """The address of ``path`` on this server (``scheme`` ws for the stream), with the token if any.
+
+        With TLS, http becomes https and ws wss.
+        """
+        if self.tls is not None:
+            scheme = {"http": "https", "ws": "wss"}.get(scheme, scheme)
         host = self.options.host
         if host in ("0.0.0.0", "::", ""):
             host = socket.gethostname()
@@ -397,6 +410,33 @@ class LiveServer:
                 self.refused_messages += 1
                 self.log(f"viewer {viewer.id}: {ws.exception()}")
                 break
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """A server's TLS context from a PEM certificate chain and key; None without a certificate.
+
+    Raises
+    ------
+    kmq.errors.InputError
+        A key without a certificate, or files that cannot be read or do not make a certificate
+        and its key.
+    """
+    if cert is None:
+        if key is not None:
+            raise InputError("a TLS key needs its certificate: give --tls-cert too")
+        return None
+    for path in (cert, key):
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"cannot read {path}: no such file")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError:
+        what = f"{cert} and {key} are" if key is not None else f"{cert} is"
+        raise InputError(f"{what} not a PEM certificate chain and its private key") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {exc.filename or cert}: {exc.strerror or exc}") from None
+    return context
 
 
 async def _add_page_headers(request: web.Request, response: web.StreamResponse) -> None:

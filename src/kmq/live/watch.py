@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,6 +191,7 @@ def watch(
     timeout: float = 15.0,
     on_frame: Callable[[DecodedFrame, WatchSummary], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    cafile: str | Path | None = None,
 ) -> WatchSummary:
     """Watch a live stream: decode every frame with :class:`kmq.VideoDecoder`, optionally write them out.
 
@@ -211,6 +213,9 @@ def watch(
         Called with each decoded frame and the summary so far.
     stop : callable, optional
         Polled between messages; watching ends when it returns True.
+    cafile : path-like, optional
+        For ``wss://``: trust the certificates in this PEM file (a server's own, self-signed
+        certificate, say) instead of the system's authorities.
 
     Returns
     -------
@@ -228,8 +233,9 @@ def watch(
     sink = _Output(Path(output), force) if output is not None else None
     if frames is not None and frames < 1:
         raise InputError(f"frames must be positive, got {frames}")
+    tls = _client_tls(cafile)
     try:
-        asyncio.run(_watch(full_url, summary, sink, frames, timeout, on_frame, stop))
+        asyncio.run(_watch(full_url, summary, sink, frames, timeout, on_frame, stop, tls))
     except BaseException:
         if sink is not None:
             sink.close(keep=False)
@@ -242,6 +248,18 @@ def watch(
     return summary
 
 
+def _client_tls(cafile: str | Path | None) -> ssl.SSLContext | None:
+    """A client TLS context that trusts ``cafile``; None (the system's authorities) without one."""
+    if cafile is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(cafile))
+    except FileNotFoundError:
+        raise InputError(f"cannot read {cafile}: no such file") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise InputError(f"cannot use {cafile} as trusted certificates ({exc.strerror or exc})") from None
+
+
 async def _watch(
     url: str,
     summary: WatchSummary,
@@ -250,6 +268,7 @@ async def _watch(
     timeout: float,
     on_frame: Callable[[DecodedFrame, WatchSummary], None] | None,
     stop: Callable[[], bool] | None,
+    tls: ssl.SSLContext | None,
 ) -> None:
     import aiohttp
 
@@ -260,9 +279,15 @@ async def _watch(
     client_timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout)
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         try:
-            ws = await session.ws_connect(url, max_msg_size=MAX_MESSAGE_BYTES, heartbeat=None, autoping=True)
+            trust = {"ssl": tls} if tls is not None else {}  # else the system's authorities
+            ws = await session.ws_connect(url, max_msg_size=MAX_MESSAGE_BYTES, heartbeat=None, autoping=True, **trust)
         except aiohttp.WSServerHandshakeError as exc:
             raise InputError(f"{summary.url}: the server refused the stream ({exc.status} {exc.message})") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            why = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+            raise InputError(
+                f"{summary.url}: the server's certificate is not trusted ({why}); --cafile CERT.pem trusts its own"
+            ) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise InputError(f"cannot connect to {summary.url}: {exc or type(exc).__name__}") from None
         async with ws:
