@@ -585,6 +585,11 @@ def test_binding_beyond_loopback_generates_a_token():
         assert len(token) >= 16
         assert http_status(f"http://127.0.0.1:{server.port}/stats") == 401
         assert http_status(f"http://127.0.0.1:{server.port}/stats?token={token}") == 200
+        # Without TLS the user is told that the token crosses the network in the clear.
+        deadline = time.monotonic() + 30
+        while not any("unencrypted" in line for line in server.lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any("without --tls-cert" in line for line in server.lines), "".join(server.lines)
     finally:
         server.stop()
 

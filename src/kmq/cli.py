@@ -758,6 +758,8 @@ def _run_live(args: argparse.Namespace) -> int:
         print(f"stats   {server.address('/stats')}", flush=True)
         if generated:
             print(f"token   {token} (generated; viewers and /stats need it)", flush=True)
+        if server.tls is None and not is_loopback(args.host):
+            say("note: without --tls-cert the token and the stream cross the network unencrypted")
         if server.recorder is not None:
             say(f"recording to {server.recorder.path}")
         say("Ctrl-C stops.")
