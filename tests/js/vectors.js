@@ -1,10 +1,12 @@
 // Test page module: runs the browser's decoder (src/kmq/live/static) over the shared test vectors
-// (tests/vectors) and reports, for each, whether it reproduced the expected bytes exactly and
-// whether every truncated copy was refused as corrupt. Served by the test at /static/ and /vectors/.
+// (tests/vectors) and reports, for each, whether it reproduced the expected bytes exactly, whether
+// every truncated copy was refused as corrupt, and whether damaged copies (checksums matching)
+// were decoded or refused, never anything else. Served by the test at /static/ and /vectors/.
 
 import { decodeImage } from '/static/image-decoder.js';
 import { decodeIndexData, IndexScratch, indexLayout, pad, paddedLength, stripeAlone, unpad } from '/static/index-decoder.js';
-import { fileRecords, FormatError, readRecord, TAG_HEADER } from '/static/records.js';
+import { crc32 } from '/static/crc32.js';
+import { fileRecords, FormatError, readRecord, TAG_FRAME, TAG_HEADER } from '/static/records.js';
 import { decodeRecords } from '/static/video-decoder.js';
 
 async function load(name) {
@@ -44,6 +46,24 @@ async function imageVector(entry) {
   return { name: entry.name, problems };
 }
 
+/**
+ * Damaged copies (one byte inverted at each of up to 400 places, the layout's bytes among them):
+ * each is decoded or refused as corrupt, never anything else (a RangeError, say, or a hang).
+ */
+function survivesDamage(data, decode) {
+  const step = Math.max(1, Math.floor(data.length / 400));
+  for (let at = 0; at < data.length; at += step) {
+    const damaged = data.slice();
+    damaged[at] ^= 0xff;
+    try {
+      decode(damaged);
+    } catch (error) {
+      if (!(error instanceof FormatError)) return `byte ${at} inverted: ${error.name}: ${error.message}`;
+    }
+  }
+  return null;
+}
+
 // One work space for every index vector, as a player reuses one frame after frame, filled with
 // junk before each decoding: nothing left in it by maps decoded before may show through.
 const scratch = new IndexScratch();
@@ -71,6 +91,7 @@ async function indexVector(entry) {
     problems.push(`${error.name}: ${error.message}`);
   }
   problems.push(await refusedWhenCut(data, decode));
+  problems.push(survivesDamage(data, decode));
   // Each stripe alone, as the player's workers decode it: the stripe's rows, against the previous
   // map's same rows.
   const layout = indexLayout(data, height);
@@ -139,6 +160,20 @@ async function videoVector(entry) {
       if (firstDifference(pixels, expected.subarray(i * size, (i + 1) * size))) problems.push(`cut to ${cut}: frame ${i} differs`);
     });
   }
+  // Damaged inside a frame packet whose checksum still matches (as a server could send): decoded or
+  // refused as corrupt, never anything else.
+  const records = [...fileRecords(data)].map((item) => item.record);
+  records.forEach((record, r) => {
+    if (String.fromCharCode(...record.subarray(0, 4)) !== TAG_FRAME) return;
+    const end = record.length - 4;
+    const problem = survivesDamage(record.subarray(8, end), (payload) => {
+      const damaged = record.slice();
+      damaged.set(payload, 8);
+      new DataView(damaged.buffer).setUint32(end, crc32(damaged, 8, end, crc32(damaged, 0, 4)), true);
+      decodeRecords(records.map((other, i) => (i === r ? damaged : other)), () => {});
+    });
+    if (problem) problems.push(`frame record ${r}: ${problem}`);
+  });
   return { name: entry.file, problems };
 }
 
