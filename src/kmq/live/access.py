@@ -1,15 +1,23 @@
-"""Who may watch: loopback-only by default, a token for any other address, and checks of Host and Origin."""
+"""Who may watch: loopback-only by default, a token for any other address, and checks of Host and Origin;
+and TLS, for the server (``kmq live --tls-cert``) and for a viewer that trusts its own certificate
+(``kmq watch --cafile``)."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
 import secrets
+import ssl
 from urllib.parse import urlsplit
 
 from kmq.errors import InputError
+from kmq.media.files import read_input_bytes
 
-__all__ = ["is_loopback", "new_token", "check_token_text", "Access"]
+__all__ = ["is_loopback", "new_token", "check_token_text", "Access", "tls_context", "client_tls"]
+
+#: Largest certificate or key file read (PEM files of a few certificates are a few kilobytes).
+PEM_LIMIT = 1 << 20
 
 _LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
 
@@ -94,3 +102,45 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def tls_context(cert: str | os.PathLike | None, key: str | os.PathLike | None) -> ssl.SSLContext | None:
+    """A server's TLS context from a PEM certificate chain and key; None without a certificate.
+
+    Raises
+    ------
+    kmq.errors.InputError
+        A key without a certificate, or files that cannot be read or do not make a certificate
+        and its key.
+    """
+    if cert is None:
+        if key is not None:
+            raise InputError("a TLS key needs its certificate: give --tls-cert too")
+        return None
+    for path in (cert, key):
+        if path is not None:
+            read_input_bytes(path, limit=PEM_LIMIT)  # readable, a file, and small: else one clear line
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError:
+        what = f"{cert} and {key} are" if key is not None else f"{cert} is"
+        raise InputError(f"{what} not a PEM certificate chain and its private key") from None
+    return context
+
+
+def client_tls(cafile: str | os.PathLike | None) -> ssl.SSLContext | None:
+    """A client's TLS context trusting the PEM certificates in ``cafile``; None (the system's CAs) without one.
+
+    Raises
+    ------
+    kmq.errors.InputError
+        A file that cannot be read or holds no PEM certificate.
+    """
+    if cafile is None:
+        return None
+    pem = read_input_bytes(cafile, limit=PEM_LIMIT).decode("ascii", "replace")
+    try:
+        return ssl.create_default_context(cadata=pem)
+    except ssl.SSLError:
+        raise InputError(f"{cafile} holds no PEM certificate to trust") from None

@@ -7,7 +7,6 @@ import contextlib
 import json
 import signal
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from kmq.errors import InputError, LimitError
-from kmq.live.access import Access, check_token_text, is_loopback
+from kmq.live.access import Access, check_token_text, is_loopback, tls_context
 from kmq.live.encoding import LiveEncoder
 from kmq.live.fanout import (
     DEFAULT_KEYFRAME_GAP,
@@ -410,33 +409,6 @@ class LiveServer:
                 self.refused_messages += 1
                 self.log(f"viewer {viewer.id}: {ws.exception()}")
                 break
-
-
-def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
-    """A server's TLS context from a PEM certificate chain and key; None without a certificate.
-
-    Raises
-    ------
-    kmq.errors.InputError
-        A key without a certificate, or files that cannot be read or do not make a certificate
-        and its key.
-    """
-    if cert is None:
-        if key is not None:
-            raise InputError("a TLS key needs its certificate: give --tls-cert too")
-        return None
-    for path in (cert, key):
-        if path is not None and not Path(path).is_file():
-            raise InputError(f"cannot read {path}: no such file")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except ssl.SSLError:
-        what = f"{cert} and {key} are" if key is not None else f"{cert} is"
-        raise InputError(f"{what} not a PEM certificate chain and its private key") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {exc.filename or cert}: {exc.strerror or exc}") from None
-    return context
 
 
 async def _add_page_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from kmq.codec.video import TAG_FRAME, TAG_HEADER, DecodedFrame, VideoDecoder, parse_frame
 from kmq.errors import FormatError, InputError, OutputError
+from kmq.live.access import client_tls
 from kmq.live.timing import TAG_TIMING, parse_timing
 
 __all__ = ["WatchSummary", "watch", "stream_url"]
@@ -233,7 +234,7 @@ def watch(
     sink = _Output(Path(output), force) if output is not None else None
     if frames is not None and frames < 1:
         raise InputError(f"frames must be positive, got {frames}")
-    tls = _client_tls(cafile)
+    tls = client_tls(cafile)
     try:
         asyncio.run(_watch(full_url, summary, sink, frames, timeout, on_frame, stop, tls))
     except BaseException:
@@ -246,18 +247,6 @@ def watch(
     if summary.frames == 0:
         raise FormatError(f"{summary.url}: no frame was decoded ({summary.end})")
     return summary
-
-
-def _client_tls(cafile: str | Path | None) -> ssl.SSLContext | None:
-    """A client TLS context that trusts ``cafile``; None (the system's authorities) without one."""
-    if cafile is None:
-        return None
-    try:
-        return ssl.create_default_context(cafile=str(cafile))
-    except FileNotFoundError:
-        raise InputError(f"cannot read {cafile}: no such file") from None
-    except (ssl.SSLError, OSError) as exc:
-        raise InputError(f"cannot use {cafile} as trusted certificates ({exc.strerror or exc})") from None
 
 
 async def _watch(
