@@ -32,9 +32,10 @@ SIZE = "256x144"
 class LiveProcess:
     """``kmq live`` in a child process, as a user starts it; reads the addresses it prints."""
 
-    def __init__(self, *args: str, port: int = 0, startup: float = 120.0) -> None:
+    def __init__(self, *args: str, port: int = 0, startup: float = 120.0, stdin: int | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kmq", "live", "--port", str(port), *args],
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

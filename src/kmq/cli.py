@@ -670,20 +670,25 @@ server's numbers as JSON. The server binds 127.0.0.1 unless --host says otherwis
 address needs --token (one is generated and printed when none is given), which /ws and /stats
 then require as ?token=... ; with --tls-cert the page, the stream and the token go over TLS
 (https://, wss://). Ctrl-C stops it (and finishes a --record file).
+
+A stream as the source: an IP camera or another encoder, by its URL, or a pipeline on standard
+input; a live stream's frames are taken as they arrive, and --loop connects again when it drops:
+  kmq live --source rtsp://user:password@192.168.1.20:554/stream1 --loop
+  ffmpeg -i INPUT -f mpegts - | kmq live --source -
 """
 
 
 def _add_live_commands(commands: Any) -> None:
     live = commands.add_parser(
         "live",
-        help="stream a camera, a file or a test pattern live to browsers",
+        help="stream a camera, a file, a network stream or a test pattern live to browsers",
         description="Encode a live source once, frame by frame, and stream the packets over WebSocket to "
         "every viewer; the player page decodes them in JavaScript.",
         epilog=_LIVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    live.add_argument("--source", default="testsrc", metavar="SOURCE", help="camera, camera:N, a video file, or testsrc (a pan across a real photo; default)")
-    live.add_argument("--loop", action="store_true", help="play a file source again when it ends")
+    live.add_argument("--source", default="testsrc", metavar="SOURCE", help="camera, camera:N, a video file, a stream's URL (rtsp://, http://, udp://, srt://, ...), - (a stream on standard input), or testsrc (a pan across a real photo; default)")
+    live.add_argument("--loop", action="store_true", help="play a file source again when it ends; connect to a stream again when it ends or drops")
     live.add_argument("-k", type=_k_value, default=64, help="palette size, 2..256 (default 64)")
     live.add_argument("--size", type=_frame_size, default=None, metavar="WxH", help="frame size (default: the source's; 1280x720 for testsrc)")
     live.add_argument("--fps", type=_fps_value, default=None, help="source frame rate (default: the source's; 30 for testsrc)")

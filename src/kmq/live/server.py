@@ -62,13 +62,13 @@ class LiveOptions:
     Attributes
     ----------
     source : str
-        ``testsrc``, ``camera``, ``camera:N`` or a video file.
+        ``testsrc``, ``camera``, ``camera:N``, a video file, a stream's URL or ``-`` (standard input).
     size : (int, int) or None
         Frame size (default: the source's; 1280×720 for the test pattern).
     fps : float or None
         Source rate (default: the source's; 30 for the test pattern).
     loop : bool
-        Play a file source again at its end.
+        Play a file source again at its end; connect to a stream again when it ends or drops.
     k : int
         Palette size.
     keyint : int or None
@@ -316,6 +316,7 @@ class LiveServer:
                 "fps": float(source.fps),
                 "frames_captured": mailbox.produced,
                 "frames_dropped": mailbox.dropped,
+                "restarts": source.restarts,
                 "ended": mailbox.closed,
                 "error": None if source.error is None else str(source.error),
             },

@@ -1,4 +1,4 @@
-"""Live sources: a test pattern, a video file or a camera, each on its own thread at its own rate.
+"""Live sources: a test pattern, a video file, a camera or a stream, each on its own thread at its own rate.
 
 A source never waits for the encoder. It hands each frame to a :class:`FrameMailbox` that holds
 the newest few; an encoder that falls behind takes the newest, and the frames it passes over are
@@ -8,6 +8,7 @@ dropped and counted.
 from __future__ import annotations
 
 import collections
+import re
 import sys
 import threading
 import time
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -27,6 +30,7 @@ __all__ = [
     "PatternSource",
     "FileSource",
     "CameraSource",
+    "StreamSource",
     "open_source",
     "DEFAULT_SIZE",
 ]
@@ -35,6 +39,12 @@ __all__ = [
 DEFAULT_SIZE = (1280, 720)
 #: Frames the mailbox holds: the newest, and one behind it for a reader that takes every frame.
 MAILBOX_DEPTH = 2
+#: Seconds a network stream may take to open, and to send more data, before it counts as lost.
+STREAM_TIMEOUT = (10.0, 10.0)
+#: Seconds between attempts to open a lost network stream again (``--loop``); the last repeats.
+RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)
+#: What a ``--source`` URL starts with: a scheme, as in rtsp://, http://, udp://, srt://.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,9 @@ class LiveSource:
         The rate the source runs at.
     error : BaseException or None
         Why the source stopped early, when it did.
+    restarts : int
+        Times the source started again after it ended (``--loop``: a file from its start, a
+        stream by connecting again).
     """
 
     name = "source"
@@ -141,6 +154,7 @@ class LiveSource:
         self.height = height
         self.fps = fps
         self.error: BaseException | None = None
+        self.restarts = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.mailbox = FrameMailbox()
@@ -269,6 +283,7 @@ class FileSource(LiveSource):
                 if not self._loop or delivered == 0 or self._stop.is_set():
                     return
                 video = self._video = VideoSource(self.path, size=(self.width, self.height))
+                self.restarts += 1
 
         return self._paced(pictures())
 
@@ -318,10 +333,145 @@ class CameraSource(LiveSource):
         for frame in self._container.decode(video=0):
             if self._stop.is_set():
                 return
-            yield frame.reformat(width=self.width, height=self.height, format="rgb24").to_ndarray()
+            yield _rgb(frame, self.width, self.height)
 
     def _release(self) -> None:
         self._container.close()
+
+
+def _rgb(frame: Any, width: int, height: int) -> np.ndarray:
+    """A decoded PyAV frame as H×W×3 RGB of the given size, whatever size and format it came in."""
+    return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+
+
+def shown_url(url: str) -> str:
+    """A source URL as the stats and the log show it: without user, password or query (they may hold secrets).
+
+    Examples
+    --------
+    >>> shown_url("rtsp://admin:secret@192.168.1.20:554/stream1?token=abc")
+    'rtsp://192.168.1.20:554/stream1'
+    """
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+class StreamSource(LiveSource):
+    """A stream read through FFmpeg: a network URL, or a video piped into standard input.
+
+    What an IP camera or another encoder sends (``rtsp://``, ``http://``, ``udp://``, ``srt://``,
+    ``rtmp://``, … in any container FFmpeg reads), or what a pipeline writes to standard input
+    (``ffmpeg … -f mpegts - | kmq live --source -``). A live stream's frames are taken as they
+    arrive, as a camera's are; a stream of known duration (a file served over HTTP, or redirected
+    into standard input) is played at its rate, as a file is.
+
+    Parameters
+    ----------
+    spec : str
+        The URL, or ``-`` for standard input.
+    size : (int, int), optional
+        Scale frames to this size (default: the stream's first frame's).
+    fps : fractions.Fraction, optional
+        The rate the stream is taken to run at (default: the rate it declares, else 30).
+    loop : bool
+        Connect again, with growing pauses, when the stream ends or is lost (not for standard input).
+    """
+
+    def __init__(self, spec: str, size: tuple[int, int] | None, fps: Fraction | None, *, loop: bool) -> None:
+        from kmq.media.images import max_pixels_from_env
+
+        self.spec = spec
+        self.name = "standard input" if spec == "-" else f"stream {shown_url(spec)}"
+        if loop and spec == "-":
+            raise InputError("--loop cannot start standard input again: loop in the program that writes it")
+        self._loop = loop
+        self._container, self._decoded, self._first = self._open()
+        try:
+            stream = self._container.streams.video[0]
+            width, height = size or (self._first.width, self._first.height)
+            limit = max_pixels_from_env()
+            if width * height > limit:
+                raise InputError(f"{self.name} has {width}×{height} frames, above the limit of {limit} pixels")
+            rate = fps or stream.average_rate or stream.guessed_rate or Fraction(30)
+            #: Whether frames are taken as they arrive (a live stream) rather than played at the rate.
+            self.live = self._container.duration is None
+        except BaseException:
+            self._container.close()
+            raise
+        super().__init__(width, height, Fraction(rate).limit_denominator(1000))
+
+    def _open(self) -> tuple[Any, Iterator[Any], Any]:
+        """Open the stream and decode its first frame: (container, the frames after it, the first)."""
+        import av
+
+        try:
+            # Standard input through FFmpeg's own pipe reader, which hands on what has arrived
+            # (a Python file object would wait to fill its buffer: a quarter second at 1 Mbit/s).
+            url, timeout = ("pipe:0", None) if self.spec == "-" else (self.spec, STREAM_TIMEOUT)
+            container = av.open(url, timeout=timeout, metadata_errors="ignore")
+        except (av.error.FFmpegError, OSError) as exc:
+            raise InputError(f"cannot open {self.name}: {_stream_reason(exc)}") from None
+        try:
+            if not container.streams.video:
+                raise InputError(f"{self.name} has no video stream")
+            container.streams.video[0].thread_type = "AUTO"
+            decoded = container.decode(video=0)
+            try:
+                first = next(decoded, None)
+            except (av.error.FFmpegError, OSError) as exc:
+                raise InputError(f"cannot read {self.name}: {_stream_reason(exc)}") from None
+            if first is None:
+                raise InputError(f"{self.name} ended before its first frame")
+        except BaseException:
+            container.close()
+            raise
+        return container, decoded, first
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        import av
+
+        def pictures() -> Iterator[np.ndarray]:
+            while True:
+                lost = None
+                try:
+                    yield _rgb(self._first, self.width, self.height)
+                    for frame in self._decoded:
+                        if self._stop.is_set():
+                            return
+                        yield _rgb(frame, self.width, self.height)
+                except (av.error.FFmpegError, OSError) as exc:
+                    lost = exc
+                self._container.close()
+                if not self._loop or self._stop.is_set():
+                    if lost is not None:
+                        raise InputError(f"{self.name} was lost: {_stream_reason(lost)}")
+                    return
+                attempt = 0
+                while True:  # --loop: connect again until it works or the server stops
+                    if self._stop.wait(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]):
+                        return
+                    attempt += 1
+                    try:
+                        self._container, self._decoded, self._first = self._open()
+                        break
+                    except InputError:
+                        continue
+                self.restarts += 1
+
+        return pictures() if self.live else self._paced(pictures())
+
+    def _release(self) -> None:
+        self._container.close()
+
+
+def _stream_reason(exc: BaseException) -> str:
+    """Why FFmpeg could not open or read a stream, without the URL (which may hold a password)."""
+    import av
+
+    if isinstance(exc, av.error.ExitError):  # the time-out stopped the wait
+        return f"nothing arrived for {STREAM_TIMEOUT[1]:g} seconds"
+    return (getattr(exc, "strerror", None) or str(exc)).rstrip(".")
 
 
 def open_source(
@@ -331,7 +481,11 @@ def open_source(
     fps: Fraction | float | None = None,
     loop: bool = False,
 ) -> LiveSource:
-    """The source a ``kmq live --source`` value names: ``testsrc``, ``camera``, ``camera:N`` or a video file.
+    """The source a ``kmq live --source`` value names.
+
+    ``testsrc``, ``camera``, ``camera:N``, a video file, a stream's URL (``rtsp://…``,
+    ``http://…``, ``udp://…``: anything with a scheme FFmpeg reads) or ``-`` (a stream on
+    standard input).
 
     Parameters
     ----------
@@ -342,7 +496,7 @@ def open_source(
     fps : float, optional
         Frames per second (test pattern default 30; files and cameras: their own).
     loop : bool
-        Play a file again when it ends.
+        Play a file again when it ends; connect to a stream again when it ends or is lost.
 
     Returns
     -------
@@ -352,7 +506,8 @@ def open_source(
     Raises
     ------
     kmq.errors.InputError
-        An unknown camera, a missing or unreadable file, a bad size or rate.
+        An unknown camera, a missing or unreadable file, a stream that cannot be opened, a bad
+        size or rate.
     """
     rate = None
     if fps is not None:
@@ -368,7 +523,9 @@ def open_source(
         if not number.isdigit():
             raise InputError(f"camera must be camera or camera:N with N a number, got {spec!r}")
         return CameraSource(int(number), size, rate)
+    if spec == "-" or _URL.match(spec):
+        return StreamSource(spec, size, rate, loop=loop)
     path = Path(spec)
     if not path.exists():
-        raise InputError(f"source {spec!r} is not testsrc, camera[:N] or an existing video file")
+        raise InputError(f"source {spec!r} is not testsrc, camera[:N], a video file, a stream's URL or -")
     return FileSource(path, size, rate, loop=loop)
