@@ -161,7 +161,9 @@ class StreamServer:
     request (chunked, of no length known in advance), behind a user and password; other paths are
     files of ``folder``."""
 
-    def __init__(self, folder: Path, frames: list[np.ndarray], user: str = "viewer", password: str = "s3cret-pw") -> None:
+    def __init__(
+        self, folder: Path, frames: list[np.ndarray], user: str = "viewer", password: str = "s3cret-pw", port: int = 0
+    ) -> None:
         self.requests = 0
         #: Whether a stream ends by dropping the connection, before its last chunk (a camera lost).
         self.drop = False
@@ -210,7 +212,7 @@ class StreamServer:
                     pass
                 self.close_connection = True
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -244,6 +246,8 @@ def test_a_stream_over_http_is_relayed_and_connected_again_when_it_ends(camera, 
         output = server.stop()
     assert server.proc.returncode == 0, output
     assert camera.requests >= 3  # each with the user and password (after a 401, as HTTP clients do)
+    assert f"stream http://127.0.0.1:{camera.port}/live.ts ended: connecting again" in output
+    assert f"stream http://127.0.0.1:{camera.port}/live.ts: connected again" in output
     assert "s3cret" not in output and "viewer:" not in output  # the password is never shown
     frames = recorded_frames(record)
     assert len(frames) >= 30
@@ -298,6 +302,29 @@ def run_to_the_end(*args: str) -> tuple[int, str]:
     finally:
         output = server.stop()
     return server.proc.returncode, output
+
+
+def test_a_camera_that_goes_away_is_connected_to_again_when_it_is_back(camera, tmp_path):
+    url = f"http://viewer:s3cret-pw@127.0.0.1:{camera.port}/live.ts"
+    server = LiveProcess("--source", url, "--loop")
+    camera.close()  # the stream under way plays to its end; then nothing answers
+    try:
+        deadline = time.monotonic() + 60
+        while not any("connecting again" in line for line in server.lines):
+            assert time.monotonic() < deadline, "".join(server.lines)
+            time.sleep(0.1)
+        time.sleep(1.2)  # the first attempt (after 0.5 s) is refused
+        back = StreamServer(tmp_path, pattern_frames(30), port=camera.port)
+        try:
+            stats = server.wait_for(lambda s: s["source"]["restarts"] >= 1, "the camera connected again")
+            assert stats["source"]["error"] is None
+            server.wait_for(lambda s: s["frames_encoded"] > stats["frames_encoded"], "frames from the camera again")
+        finally:
+            back.close()
+    finally:
+        output = server.stop()
+    assert server.proc.returncode == 0, output
+    assert "connected again (at attempt" in output
 
 
 def test_a_stream_that_ends_without_loop_ends_the_server(camera):

@@ -133,7 +133,8 @@ class LiveServer:
     ----------
     options : LiveOptions
     log : callable, optional
-        Receives one line per event (viewers joining and leaving, the stream ending).
+        Receives one line per event (viewers joining and leaving, a stream source lost and
+        connected again, the stream ending).
 
     Raises
     ------
@@ -155,6 +156,7 @@ class LiveServer:
         self.access = Access(options.token)
         self.log = log or (lambda line: None)
         self.source = open_source(options.source, size=options.size, fps=options.fps, loop=options.loop)
+        self.source.log = self.log
         self.recorder: Recorder | None = None
         self.encoder: LiveEncoder | None = None
         self.fanout: FanOut | None = None

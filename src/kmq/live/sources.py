@@ -12,7 +12,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -145,6 +145,8 @@ class LiveSource:
     restarts : int
         Times the source started again after it ended (``--loop``: a file from its start, a
         stream by connecting again).
+    log : callable
+        Receives a line for each event worth telling (a stream lost, connected again).
     """
 
     name = "source"
@@ -155,6 +157,7 @@ class LiveSource:
         self.fps = fps
         self.error: BaseException | None = None
         self.restarts = 0
+        self.log: Callable[[str], None] = lambda line: None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.mailbox = FrameMailbox()
@@ -447,6 +450,8 @@ class StreamSource(LiveSource):
                     if lost is not None:
                         raise InputError(f"{self.name} was lost: {_stream_reason(lost)}")
                     return
+                what = "ended" if lost is None else f"was lost ({_stream_reason(lost)})"
+                self.log(f"{self.name} {what}: connecting again")
                 attempt = 0
                 while True:  # --loop: connect again until it works or the server stops
                     if self._stop.wait(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]):
@@ -458,6 +463,7 @@ class StreamSource(LiveSource):
                     except InputError:
                         continue
                 self.restarts += 1
+                self.log(f"{self.name}: connected again" + (f" (at attempt {attempt})" if attempt > 1 else ""))
 
         return pictures() if self.live else self._paced(pictures())
 
