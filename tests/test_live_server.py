@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import io
 import json
 import os
 import signal
@@ -483,6 +484,38 @@ def test_kmq_watch_decodes_and_writes_the_stream(live, tmp_path):
     assert len(frames) == 20 and frames[0].shape == (144, 256, 3)
 
 
+def test_the_snapshot_is_the_newest_frame_exactly_as_viewers_decode_it(live):
+    from PIL import Image
+
+    viewer = RawViewer(live.port)
+    try:
+        header = StreamHeader.from_bytes(viewer.records(1)[0])
+        decoder = VideoDecoder(header)
+        decoded: dict[int, np.ndarray] = {}
+
+        def read_through(number: int) -> None:
+            while max(decoded, default=-1) < number:
+                frame = decoder.feed(viewer.records(1)[0])
+                if frame is not None:
+                    decoded[frame.number] = frame.to_array()
+
+        read_through(0)  # the keyframe the viewer starts at
+        time.sleep(0.3)  # past the interval at which snapshots are made, so the next is newer
+        with urllib.request.urlopen(f"http://127.0.0.1:{live.port}/snapshot.png", timeout=10) as response:
+            headers, body = response.headers, response.read()
+        number = int(headers["X-Kmq-Frame"])
+        read_through(number)
+    finally:
+        viewer.close()
+    assert headers["Content-Type"] == "image/png" and headers["Cache-Control"] == "no-store"
+    assert abs(float(headers["X-Kmq-Captured"]) - time.time()) < 60
+    image = Image.open(io.BytesIO(body))
+    assert image.format == "PNG" and image.mode == "P" and image.size == (256, 144)
+    assert len(image.getpalette()) // 3 <= 32  # the stream's own palette (K = 32)
+    assert number in decoded, (number, sorted(decoded)[-5:])
+    np.testing.assert_array_equal(np.asarray(image.convert("RGB")), decoded[number])
+
+
 #: A self-signed certificate for localhost and 127.0.0.1 (valid until 2126), for tests only.
 TLS_CERT = Path(__file__).parent / "tls" / "localhost-cert.pem"
 TLS_KEY = Path(__file__).parent / "tls" / "localhost-key.pem"
@@ -542,12 +575,16 @@ def guarded() -> LiveProcess:
 
 
 def test_the_stats_of_a_server_with_a_token_may_be_read_by_pages_of_other_sites(guarded, live):
-    """A page elsewhere that holds the token reads them (and reads a refusal as one); without a token, no."""
+    """A page elsewhere that holds the token reads them and the snapshot (and reads a refusal as one); without a token, no."""
     other_site = {"Origin": "https://site.example"}
     base = f"http://127.0.0.1:{guarded.port}/stats"
+    guarded.wait_for(lambda s: s["frames_encoded"] > 0, "a frame for /snapshot.png", token="s3cret-token")
     for query, status in (("", 401), ("?token=wrong-token", 403), ("?token=s3cret-token", 200)):
         answer, headers = http_answer(base + query, other_site)
         assert answer == status and headers.get("Access-Control-Allow-Origin") == "*"
+        answer, headers = http_answer(base.replace("/stats", "/snapshot.png") + query, other_site)
+        assert answer == status and headers.get("Access-Control-Allow-Origin") == "*"
+        assert headers["Content-Type"] == ("image/png" if status == 200 else "application/json; charset=utf-8")
     answer, headers = http_answer(f"http://127.0.0.1:{live.port}/stats", other_site)
     assert answer == 403 and "Access-Control-Allow-Origin" not in headers
 

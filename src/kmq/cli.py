@@ -666,9 +666,9 @@ def _port_value(text: str) -> int:
 _LIVE_EPILOG = """\
 Open the player address in a browser: it decodes the palette indices in JavaScript and shows
 fps, bit rate, compression against raw RGB, palette size and latency. GET /stats returns the
-server's numbers as JSON. The server binds 127.0.0.1 unless --host says otherwise; any other
-address needs --token (one is generated and printed when none is given), which /ws and /stats
-then require as ?token=... ; with --tls-cert the page, the stream and the token go over TLS
+server's numbers as JSON, GET /snapshot.png the newest frame. The server binds 127.0.0.1 unless
+--host says otherwise; any other address needs --token (one is generated and printed when none
+is given), which /ws, /stats and /snapshot.png then require as ?token=... ; with --tls-cert the page, the stream and the token go over TLS
 (https://, wss://). Ctrl-C stops it (and finishes a --record file).
 
 A stream as the source: an IP camera or another encoder, by its URL, or a pipeline on standard

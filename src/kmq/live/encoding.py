@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
+
+import numpy as np
 
 from kmq.errors import InputError, KmqError
 from kmq.live.fanout import LivePacket
@@ -16,7 +19,29 @@ from kmq.live.stats import RateMeter, RecentTimes, TimeHistogram
 from kmq.live.timing import pack_timing
 from kmq.media.video_encoder import VideoEncoder
 
-__all__ = ["LiveEncoder", "LIVE_TIME_BASE"]
+__all__ = ["LiveEncoder", "Picture", "LIVE_TIME_BASE"]
+
+@dataclass(frozen=True)
+class Picture:
+    """A frame as viewers decode it: its palette and index map (what ``/snapshot.png`` shows).
+
+    Attributes
+    ----------
+    number : int
+        Its frame number in the stream.
+    captured : float
+        When the source captured it, seconds since the Unix epoch.
+    palette : numpy.ndarray
+        n×3 uint8.
+    indices : numpy.ndarray
+        H×W uint8, each below n.
+    """
+
+    number: int
+    captured: float
+    palette: np.ndarray
+    indices: np.ndarray
+
 
 #: Live timestamps count microseconds of the source's clock from the first frame.
 LIVE_TIME_BASE = Fraction(1, 1_000_000)
@@ -102,6 +127,8 @@ class LiveEncoder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_pts = -1
+        #: The newest frame encoded (the encoder makes each frame's arrays anew, so this one stays as it is).
+        self.latest: Picture | None = None
         self.finished = threading.Event()
         _warm_up(source.width, source.height, k)
 
@@ -178,6 +205,7 @@ class LiveEncoder:
                     packet=encoded.packet,
                     discardable=encoded.discardable,
                 )
+                self.latest = Picture(encoded.number, capture.captured, encoded.palette, encoded.indices)
                 self.publish(packet)
                 self._record(packet, pts)
         except BaseException as exc:  # reported in the stats and by the server, which then stops

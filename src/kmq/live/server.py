@@ -1,9 +1,11 @@
-"""The live server: the player page at ``/``, the stream at ``/ws``, numbers at ``/stats`` (aiohttp)."""
+"""The live server: the player page at ``/``, the stream at ``/ws``, numbers at ``/stats``, the
+newest frame at ``/snapshot.png`` (aiohttp)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import signal
 import socket
@@ -17,7 +19,7 @@ from aiohttp import WSMsgType, web
 
 from kmq.errors import InputError, LimitError
 from kmq.live.access import Access, check_token_text, is_loopback, tls_context
-from kmq.live.encoding import LiveEncoder
+from kmq.live.encoding import LiveEncoder, Picture
 from kmq.live.fanout import (
     DEFAULT_KEYFRAME_GAP,
     DEFAULT_QUEUE_BYTES,
@@ -30,6 +32,7 @@ from kmq.live.fanout import (
 from kmq.live.recorder import Recorder
 from kmq.live.sources import open_source
 from kmq.media.files import check_output
+from kmq.media.png import png8_bytes
 
 __all__ = ["LiveOptions", "LiveServer", "run_live", "STATIC"]
 
@@ -44,6 +47,8 @@ HEARTBEAT = 20.0
 SEND_BUFFER = 256 << 10
 #: Seconds a closing handshake may take before the connection is dropped.
 CLOSE_TIMEOUT = 2.0
+#: ``/snapshot.png`` makes a new PNG at most this often (seconds); asked sooner, it gives the last.
+SNAPSHOT_INTERVAL = 0.2
 #: Headers of every page and script: nothing from elsewhere, no referrer (the URL may hold a token).
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -166,6 +171,8 @@ class LiveServer:
         self.refused_messages = 0
         self.refused_requests = 0
         self._sockets: dict[int, web.WebSocketResponse] = {}
+        self._snapshot_lock = asyncio.Lock()
+        self._snapshot_made: tuple[float, Picture, bytes] | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -201,6 +208,7 @@ class LiveServer:
         app.router.add_get("/", self._page)
         app.router.add_get("/ws", self._stream)
         app.router.add_get("/stats", self._stats)
+        app.router.add_get("/snapshot.png", self._snapshot)
         app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
         app.on_response_prepare.append(_add_page_headers)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_TIMEOUT)
@@ -296,6 +304,42 @@ class LiveServer:
         response = self._refusal(request)
         if response is None:
             response = web.json_response(self.stats(), dumps=lambda value: json.dumps(value, indent=1))
+        return self._shared(response)
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        """The newest frame as viewers see it, as an indexed PNG of its own palette."""
+        response = self._refusal(request)
+        if response is None:
+            snapshot = await self._newest_png()
+            if snapshot is None:
+                response = web.json_response({"error": "no frame encoded yet"}, status=503)
+            else:
+                picture, body = snapshot
+                headers = {
+                    "Cache-Control": "no-store",
+                    "X-Kmq-Frame": str(picture.number),
+                    "X-Kmq-Captured": f"{picture.captured:.6f}",
+                }
+                response = web.Response(body=body, content_type="image/png", headers=headers)
+        return self._shared(response)
+
+    async def _newest_png(self) -> tuple[Picture, bytes] | None:
+        """The newest frame's PNG, made at most every SNAPSHOT_INTERVAL seconds, one at a time and
+        off the event loop, so that clients asking often cost the encoder little CPU."""
+        async with self._snapshot_lock:
+            picture = self.encoder.latest if self.encoder is not None else None
+            made = self._snapshot_made
+            if made is not None and (picture is None or time.monotonic() - made[0] < SNAPSHOT_INTERVAL):
+                return made[1], made[2]
+            if picture is None:
+                return None
+            # zlib level 1: 9 ms for 1280×720, a fifth larger than the smallest PNG (which takes 260 ms).
+            make = functools.partial(png8_bytes, picture.palette, picture.indices, level=1)
+            body = await asyncio.get_running_loop().run_in_executor(None, make)
+            self._snapshot_made = (time.monotonic(), picture, body)
+            return picture, body
+
+    def _shared(self, response: web.Response) -> web.Response:
         if self.access.token is not None:
             # Pages of other sites may read the figures when they hold the token (it guards them,
             # not the origin), and read a refusal as one: a player embedded there shows "refused".
