@@ -19,9 +19,14 @@ across a real photograph, so every pixel moves) and the shared clip
    machines, but still real browsers: does the encoder keep its rate while they lag?);
 4. the clip at 640×360 (a quarter of the pixels) with one page: the same latency figures where
    the server and the page together need well under the two cores, which separates the
-   pipeline's own delay from waiting for a core.
+   pipeline's own delay from waiting for a core;
+5. the clip relayed as an IP camera would send it: H.264 at 1280×720 in MPEG-TS (encoded once
+   beforehand by FFmpeg's libx264, 4 Mbit/s, a keyframe every 2 s), fed in real time by
+   ``ffmpeg -re -c copy`` into ``kmq live --source -``, with one page: the server now decodes
+   H.264 before it encodes (latency is counted from the decoded frame, as from a camera's).
 
-Each phase runs a fresh server, warms it up, then measures for ``--seconds``.
+Each phase runs a fresh server, warms it up, then measures for ``--seconds``; ``--phases``
+picks some (for example ``relay/1_viewers``).
 
 Bandwidth on the clip: what the live stream carried per second and per frame, against raw RGB
 and against Motion-JPEG (``ffmpeg -c:v mjpeg -q:v 5``) of the very same 1280×720 frames (the
@@ -168,12 +173,14 @@ def load() -> str:
 
 
 class Server:
-    """``kmq live`` in a child process, as a user runs it."""
+    """``kmq live`` in a child process, as a user runs it (``feeder``: a command whose output is its standard input)."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, feeder: list[str] | None = None) -> None:
+        self.feeder = subprocess.Popen(feeder, stdout=subprocess.PIPE) if feeder else None
         self.proc = subprocess.Popen(
             # -q: only the addresses are printed, so an unread pipe never fills up.
             [sys.executable, "-m", "kmq", "-q", "live", "--port", "0", "-k", str(K), *args],
+            stdin=self.feeder.stdout if self.feeder else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -205,6 +212,9 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.communicate()
+        if self.feeder is not None:
+            self.feeder.kill()
+            self.feeder.wait()
 
 
 # ---------------------------------------------------------------- viewers
@@ -387,9 +397,9 @@ def watch_phase(server: Server, browser, kind: str, viewers: int, seconds: float
     }
 
 
-def run_phase(browser, args: list[str], seconds: float, kind: str, viewers: int) -> dict:
+def run_phase(browser, args: list[str], seconds: float, kind: str, viewers: int, feeder: list[str] | None = None) -> dict:
     """A fresh ``kmq live``, warmed up, with its viewers, measured for ``seconds``."""
-    server = Server(*args)
+    server = Server(*args, feeder=feeder)
     try:
         # Warm-up: the encoder's first frames (and a first refit) are not what a stream runs at.
         deadline = time.monotonic() + 120
@@ -409,6 +419,27 @@ def clip_frames(clip: Path) -> list[np.ndarray]:
 
     with VideoSource(clip, size=SIZE) as source:
         return [np.ascontiguousarray(frame.pixels[:, :, :3]) for frame in source]
+
+
+def camera_stream(clip: Path, work: Path) -> Path:
+    """The clip as an IP camera sends it: H.264 at 1280×720 and 30 fps in MPEG-TS (4 Mbit/s, a keyframe every 2 s).
+
+    Its frames are those the other phases stream: every frame of the clip, once, at 30 a second.
+    """
+    out = work / "camera.ts"
+    command = [
+        "ffmpeg", "-loglevel", "error", "-y", "-i", str(clip), "-an",
+        "-vf", f"scale={SIZE[0]}:{SIZE[1]},setpts=N/({FPS}*TB)",
+        "-r", str(FPS), "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-b:v", "4M",
+        "-g", str(2 * FPS), "-f", "mpegts", str(out),
+    ]  # fmt: skip
+    subprocess.run(command, check=True)
+    return out
+
+
+def camera_feeder(stream: Path) -> list[str]:
+    """Sends the camera stream over and over in real time, unchanged, to standard output."""
+    return ["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(stream), "-c", "copy", "-f", "mpegts", "-"]
 
 
 def mjpeg_bytes(frames: list[np.ndarray], work: Path) -> int:
@@ -510,8 +541,10 @@ LATENCY_STEPS = (
 
 def latency_steps(runs: list[dict]) -> None:
     """Where the latency of the one-page phases goes, step by step (medians over runs of p50 and p95)."""
-    phases = [(source, "1_viewers") for source in ("testsrc", "clip", "small")]
-    names = {"small": f"clip {SMALL[1]}p"}
+    phases = [(source, "1_viewers") for source in ("testsrc", "clip", "small", "relay") if "1_viewers" in runs[0].get(source, {})]
+    if not phases:
+        return
+    names = {"small": f"clip {SMALL[1]}p", "relay": "relay"}
     print("\nwhere the latency goes with one page (ms from the step before, p50 / p95 over the last 300 frames):")
     print(f"  {'step':62}" + "".join(f"{names.get(source, source):>16}" for source, _ in phases))
     for step, label in LATENCY_STEPS:
@@ -541,6 +574,7 @@ def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
         ("clip/pages", "clip", f"{viewers}"),
         ("clip/pages_nice", "clip", f"{viewers} nice"),
     ]
+    columns = [column for column in columns if column[0] in table]
     print(f"\nkmq live, {SIZE[0]}×{SIZE[1]} at {FPS} fps, K={K}: medians of {len(runs)} run(s), {seconds:g} s a phase")
     print(f"{'':26}" + "".join(f"{source:>10}" for _, source, _ in columns) + "   target")
     print(f"{'viewers (pages)':26}" + "".join(f"{count:>10}" for _, _, count in columns))
@@ -572,16 +606,23 @@ def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
           " without decoding it; 'page': Chromium pages on the same 2 cores as the server;"
           f" '{viewers} nice': the pages at niceness 19, standing for viewers on other machines)")
     latency_steps(runs)
-    small = table["small/1_viewers"]
-    print(
-        f"\nthe clip at {SMALL[0]}×{SMALL[1]} with one page: latency p50 {small['latency_p50_ms']:.0f} ms,"
-        f" p95 {small['latency_p95_ms']:.0f} ms; page {small['viewer_fps']:.1f} fps;"
-        f" encode p95 {small['encode_ms_p95']:.1f} ms; server {small['server_cores']:.2f} + Chromium"
-        f" {small['browser_cores']:.2f} cores"
-    )
+    one_page = [
+        ("small/1_viewers", f"the clip at {SMALL[0]}×{SMALL[1]} with one page"),
+        ("relay/1_viewers", f"the clip relayed as H.264 {SIZE[0]}×{SIZE[1]} in MPEG-TS (standard input), one page"),
+    ]
+    for column, title in one_page:
+        if column in table:
+            row = table[column]
+            print(
+                f"\n{title}: latency p50 {row['latency_p50_ms']:.0f} ms, p95 {row['latency_p95_ms']:.0f} ms;"
+                f" page {row['viewer_fps']:.1f} fps; encode p50 {row['encode_ms_p50']:.1f}, p95"
+                f" {row['encode_ms_p95']:.1f} ms, {row['encode_fps']:.1f} fps, {row['source_dropped']:.0f} of"
+                f" {row['frames_captured']:.0f} source frames dropped; server {row['server_cores']:.2f} + Chromium"
+                f" {row['browser_cores']:.2f} cores"
+            )
     raw = SIZE[0] * SIZE[1] * 3
     bandwidth = extra["bandwidth"]
-    live_bytes = table["clip/1_viewers"]["bytes_per_frame"]
+    live = table.get("clip/1_viewers")
     print(f"\nbandwidth on the clip at K={K} ({bandwidth['frames']} frames of {SIZE[0]}×{SIZE[1]}), bytes per frame:")
     print(f"  raw RGB                          {raw:>10,}   1:1")
     mjpeg = bandwidth["mjpeg_per_frame"]
@@ -592,8 +633,9 @@ def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
     double = bandwidth["kmq_two_layers_per_frame"]
     print(f"  kmq, two temporal layers         {double:>10,.0f}   1:{raw / double:.1f}   ({kbit(double)} kbit/s,"
           " every other frame discardable: while a viewer is behind, or kmq live --temporal-layers 2)")
-    print(f"  kmq live stream (1 viewer)       {live_bytes:>10,.0f}   1:{raw / live_bytes:.1f}   "
-          f"({table['clip/1_viewers']['stream_kbit_s']:.0f} kbit/s as encoded, source drops included)")
+    if live is not None:
+        print(f"  kmq live stream (1 viewer)       {live['bytes_per_frame']:>10,.0f}   1:{raw / live['bytes_per_frame']:.1f}   "
+              f"({live['stream_kbit_s']:.0f} kbit/s as encoded, source drops included)")
     print(f"  targets: kmq at most 1/20 of raw RGB, and below Motion-JPEG q5 (kbit/s at {FPS} fps)")
     print(f"\nwhere the encoder's time goes at {SIZE[0]}×{SIZE[1]} (median ms a delta frame, in process, no viewers):")
     stages = extra["stages"]
@@ -613,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="default ../shared/media/bbb-480p-10s.mp4")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     parser.add_argument("--temporal-layers", choices=("auto", "1", "2"), default="auto", help="the servers' --temporal-layers (default auto, as kmq live)")
+    parser.add_argument("--phases", default=None, metavar="SOURCE/PHASE,...", help="run only these phases (default: all)")
     # Internal: the WebSocket viewers of the "ws" phase, run in a process of their own.
     parser.add_argument("--socket-viewers", nargs=4, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -649,6 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         "testsrc": ["--source", "testsrc", "--size", f"{SIZE[0]}x{SIZE[1]}", "--fps", str(FPS)],
         "clip": ["--source", str(args.clip), "--loop", "--size", f"{SIZE[0]}x{SIZE[1]}", "--fps", str(FPS)],
         "small": ["--source", str(args.clip), "--loop", "--size", f"{SMALL[0]}x{SMALL[1]}", "--fps", str(FPS)],
+        "relay": ["--source", "-"],
     }
     for source_args in sources.values():
         source_args += ["--temporal-layers", args.temporal_layers]
@@ -660,17 +704,28 @@ def main(argv: list[str] | None = None) -> int:
         ("clip", "sockets", "sockets", args.viewers),
         ("clip", "pages", "pages", args.viewers),
         ("small", "1_viewers", "pages", 1),
+        ("relay", "1_viewers", "pages", 1),
         ("clip", "pages_nice", "pages-nice", args.viewers),  # last: its niceness may not be undone
     ]
+    if args.phases:
+        wanted = set(args.phases.split(","))
+        unknown = wanted - {f"{source}/{phase}" for source, phase, _, _ in phases}
+        if unknown:
+            print(f"error: no phase {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        phases = [entry for entry in phases if f"{entry[0]}/{entry[1]}" in wanted]
     runs = []
     with tempfile.TemporaryDirectory() as work, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=user_chromium(Path(work)), args=CHROMIUM_ARGS)
+        feeder = camera_feeder(camera_stream(args.clip, Path(work))) if any(p[0] == "relay" for p in phases) else None
         try:
             for number in range(args.runs):
-                run: dict = {source: {} for source in sources}
+                run: dict = {source: {} for source, _, _, _ in phases}
                 for source, phase, kind, viewers in phases:
                     print(f"run {number + 1}: {source}, {phase} (load {load()})", flush=True)
-                    run[source][phase] = run_phase(browser, sources[source], args.seconds, kind, viewers)
+                    run[source][phase] = run_phase(
+                        browser, sources[source], args.seconds, kind, viewers, feeder if source == "relay" else None
+                    )
                 runs.append(run)
                 if args.json:
                     args.json.write_text(json.dumps({"runs": runs, "extra": extra}, indent=1))
