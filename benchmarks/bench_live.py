@@ -667,6 +667,24 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    phases = [
+        ("testsrc", "0_viewers", "none", 0),
+        ("testsrc", "1_viewers", "pages", 1),
+        ("clip", "0_viewers", "none", 0),
+        ("clip", "1_viewers", "pages", 1),
+        ("clip", "sockets", "sockets", args.viewers),
+        ("clip", "pages", "pages", args.viewers),
+        ("small", "1_viewers", "pages", 1),
+        ("relay", "1_viewers", "pages", 1),
+        ("clip", "pages_nice", "pages-nice", args.viewers),  # last: its niceness may not be undone
+    ]
+    if args.phases:
+        wanted = set(args.phases.split(","))
+        unknown = wanted - {f"{source}/{phase}" for source, phase, _, _ in phases}
+        if unknown:
+            print(f"error: no phase {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        phases = [entry for entry in phases if f"{entry[0]}/{entry[1]}" in wanted]
     from playwright.sync_api import sync_playwright
 
     extra: dict = {"load_start": load()}
@@ -696,24 +714,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     for source_args in sources.values():
         source_args += ["--temporal-layers", args.temporal_layers]
-    phases = [
-        ("testsrc", "0_viewers", "none", 0),
-        ("testsrc", "1_viewers", "pages", 1),
-        ("clip", "0_viewers", "none", 0),
-        ("clip", "1_viewers", "pages", 1),
-        ("clip", "sockets", "sockets", args.viewers),
-        ("clip", "pages", "pages", args.viewers),
-        ("small", "1_viewers", "pages", 1),
-        ("relay", "1_viewers", "pages", 1),
-        ("clip", "pages_nice", "pages-nice", args.viewers),  # last: its niceness may not be undone
-    ]
-    if args.phases:
-        wanted = set(args.phases.split(","))
-        unknown = wanted - {f"{source}/{phase}" for source, phase, _, _ in phases}
-        if unknown:
-            print(f"error: no phase {', '.join(sorted(unknown))}", file=sys.stderr)
-            return 2
-        phases = [entry for entry in phases if f"{entry[0]}/{entry[1]}" in wanted]
     runs = []
     with tempfile.TemporaryDirectory() as work, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=user_chromium(Path(work)), args=CHROMIUM_ARGS)
