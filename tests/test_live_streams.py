@@ -372,6 +372,22 @@ def test_a_stream_that_cannot_be_opened_fails_in_one_line(source, message):
     assert "hunter22" not in result.stderr and "admin" not in result.stderr
 
 
+def test_standard_input_that_is_a_terminal_is_refused_at_once():
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "kmq", "live", "--port", "0", "--source", "-"],
+            stdin=terminal, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 2
+    assert_one_error_line(result, "standard input is a terminal: pipe a stream into it")
+
+
 def test_loop_cannot_start_standard_input_again():
     result = subprocess.run(
         [sys.executable, "-m", "kmq", "live", "--port", "0", "--source", "-", "--loop"],

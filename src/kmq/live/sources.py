@@ -388,6 +388,8 @@ class StreamSource(LiveSource):
         self.name = "standard input" if spec == "-" else f"stream {shown_url(spec)}"
         if loop and spec == "-":
             raise InputError("--loop cannot start standard input again: loop in the program that writes it")
+        if spec == "-" and sys.stdin is not None and sys.stdin.isatty():
+            raise InputError("standard input is a terminal: pipe a stream into it (ffmpeg ... -f mpegts - | kmq live --source -)")
         self._loop = loop
         self._container, self._decoded, self._first = self._open()
         try:
