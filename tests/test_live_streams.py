@@ -119,6 +119,36 @@ def test_a_stream_on_standard_input_is_relayed_frame_by_frame_until_it_ends(tmp_
     assert_frames_are_the_sources_in_order(frames, sources)
 
 
+def test_a_file_redirected_into_standard_input_is_played_at_its_rate(tmp_path):
+    """A file is no live stream: played at its rate, not taken in a burst (which would drop most of it).
+
+    MPEG-TS, which declares no duration: only the file behind standard input tells it from a live stream.
+    """
+    clip = tmp_path / "clip.ts"
+    with open(clip, "wb") as out:
+        stream = TransportStream(out)
+        for pixels in pattern_frames(30):
+            stream.write(pixels)
+        stream.close()
+    record = tmp_path / "out.kmqv"
+    with open(clip, "rb") as stdin:
+        server = LiveProcess("--source", "-", "--record", str(record), stdin=stdin.fileno())
+    try:
+        server.proc.wait(timeout=60)
+    finally:
+        output = server.stop()
+    assert server.proc.returncode == 0, output
+    assert_played_at_its_rate(record, output, frames=30, fps=FPS)
+
+
+def assert_played_at_its_rate(record: Path, output: str, frames: int, fps: float) -> None:
+    """Most frames recorded, over the time they take at their rate."""
+    with open(record, "rb") as stream:
+        times = [frame.time for frame in KmqvReader(stream).frames()]
+    assert len(times) >= frames * 0.8, output
+    assert times[-1] - times[0] >= 0.9 * (len(times) - 1) / fps, times
+
+
 @pytest.mark.parametrize(
     "data, message",
     [(b"", "standard input"), (b"not a video at all\n" * 50, "cannot open standard input")],
@@ -339,10 +369,7 @@ def test_a_video_file_over_http_is_played_at_its_rate(camera, tmp_path):
     record = tmp_path / "out.kmqv"
     code, output = run_to_the_end("--source", f"http://127.0.0.1:{camera.port}/clip.mkv", "-k", "8", "--record", str(record))
     assert code == 0, output
-    with open(record, "rb") as stream:
-        times = [frame.time for frame in KmqvReader(stream).frames()]
-    assert len(times) >= 10, output
-    assert times[-1] - times[0] >= 0.9 * (len(times) - 1) / 10, times
+    assert_played_at_its_rate(record, output, frames=12, fps=10)
 
 
 def test_a_stream_lost_without_loop_ends_the_server_with_an_error(camera):

@@ -668,8 +668,9 @@ Open the player address in a browser: it decodes the palette indices in JavaScri
 fps, bit rate, compression against raw RGB, palette size and latency. GET /stats returns the
 server's numbers as JSON, GET /snapshot.png the newest frame. The server binds 127.0.0.1 unless
 --host says otherwise; any other address needs --token (one is generated and printed when none
-is given), which /ws, /stats and /snapshot.png then require as ?token=... ; with --tls-cert the page, the stream and the token go over TLS
-(https://, wss://). Ctrl-C stops it (and finishes a --record file).
+is given), which /ws, /stats and /snapshot.png then require as ?token=... ; with --tls-cert the
+page, the stream and the token go over TLS (https://, wss://). Ctrl-C stops it (and finishes a
+--record file).
 
 A stream as the source: an IP camera or another encoder, by its URL, or a pipeline on standard
 input; a live stream's frames are taken as they arrive, and --loop connects again when it drops:

@@ -21,6 +21,7 @@ from kmq.media.video_encoder import VideoEncoder
 
 __all__ = ["LiveEncoder", "Picture", "LIVE_TIME_BASE"]
 
+
 @dataclass(frozen=True)
 class Picture:
     """A frame as viewers decode it: its palette and index map (what ``/snapshot.png`` shows).

@@ -324,12 +324,17 @@ class LiveServer:
         return self._shared(response)
 
     async def _newest_png(self) -> tuple[Picture, bytes] | None:
-        """The newest frame's PNG, made at most every SNAPSHOT_INTERVAL seconds, one at a time and
-        off the event loop, so that clients asking often cost the encoder little CPU."""
+        """The newest frame and its PNG, or None before the first frame.
+
+        A PNG is made at most every SNAPSHOT_INTERVAL seconds, one at a time and off the event
+        loop, so that clients asking often cost the encoder little CPU.
+        """
         async with self._snapshot_lock:
             picture = self.encoder.latest if self.encoder is not None else None
             made = self._snapshot_made
-            if made is not None and (picture is None or time.monotonic() - made[0] < SNAPSHOT_INTERVAL):
+            if made is not None and (
+                picture is None or picture is made[1] or time.monotonic() - made[0] < SNAPSHOT_INTERVAL
+            ):
                 return made[1], made[2]
             if picture is None:
                 return None

@@ -8,7 +8,9 @@ dropped and counted.
 from __future__ import annotations
 
 import collections
+import os
 import re
+import stat
 import sys
 import threading
 import time
@@ -400,7 +402,7 @@ class StreamSource(LiveSource):
                 raise InputError(f"{self.name} has {width}×{height} frames, above the limit of {limit} pixels")
             rate = fps or stream.average_rate or stream.guessed_rate or Fraction(30)
             #: Whether frames are taken as they arrive (a live stream) rather than played at the rate.
-            self.live = self._container.duration is None
+            self.live = not stat.S_ISREG(os.fstat(0).st_mode) if spec == "-" else self._container.duration is None
         except BaseException:
             self._container.close()
             raise
