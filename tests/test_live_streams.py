@@ -149,6 +149,38 @@ def assert_played_at_its_rate(record: Path, output: str, frames: int, fps: float
     assert times[-1] - times[0] >= 0.9 * (len(times) - 1) / fps, times
 
 
+def test_a_live_stream_is_decoded_as_its_frames_arrive_none_held_back(tmp_path):
+    """Sixty frames, then the camera pauses: all but those the demuxer must wait on (MPEG-TS ends a
+    frame when the next begins) are through. Frame threads would each hold one more."""
+    read_end, write_end = os.pipe()
+    paused = threading.Event()
+
+    def camera() -> None:
+        with os.fdopen(write_end, "wb") as pipe:
+            stream = TransportStream(pipe)
+            for pixels in pattern_frames(60):
+                stream.write(pixels)
+                time.sleep(1 / FPS)
+            paused.wait(120)
+
+    writer = threading.Thread(target=camera, daemon=True)
+    writer.start()
+    server = LiveProcess("--source", "-", stdin=read_end)
+    os.close(read_end)
+    try:
+        captured, steady_since = -1, time.monotonic()
+        while time.monotonic() - steady_since < 2.0:  # until nothing more comes for two seconds
+            count = server.stats()["source"]["frames_captured"]
+            if count != captured:
+                captured, steady_since = count, time.monotonic()
+            time.sleep(0.1)
+        assert captured >= 58, captured
+    finally:
+        paused.set()
+        writer.join(timeout=10)
+        server.stop()
+
+
 @pytest.mark.parametrize(
     "data, message",
     [(b"", "standard input"), (b"not a video at all\n" * 50, "cannot open standard input")],
