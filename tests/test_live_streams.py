@@ -32,13 +32,14 @@ def pattern_frames(count: int) -> list[np.ndarray]:
 class TransportStream:
     """Frames encoded as H.264 in MPEG-TS, written to a binary file object as a camera's encoder would."""
 
-    def __init__(self, out, keyint: int = 250) -> None:
+    def __init__(self, out, keyint: int = 250, size: tuple[int, int] = (WIDTH, HEIGHT)) -> None:
         import av
 
         # Each packet leaves at once (flush_packets), as from a camera, not when a buffer fills.
         self.container = av.open(out, "w", format="mpegts", container_options={"flush_packets": "1"})
         self.stream = self.container.add_stream("libx264", rate=FPS)
-        self.stream.width, self.stream.height, self.stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        self.stream.width, self.stream.height = size
+        self.stream.pix_fmt = "yuv420p"
         self.stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "12", "g": str(keyint)}
         self.out = out
         self.count = 0
@@ -179,6 +180,44 @@ def test_a_live_stream_is_decoded_as_its_frames_arrive_none_held_back(tmp_path):
         paused.set()
         writer.join(timeout=10)
         server.stop()
+
+
+def test_a_camera_that_changes_its_frame_size_mid_stream_goes_on_at_the_streams_size(tmp_path):
+    """Half-way the camera restarts its encoder at twice the size (a new H.264 stream in the same
+    MPEG-TS pipe): its frames are scaled to the size the stream began with, and nothing stops."""
+    import av
+
+    sources = pattern_frames(60)
+    record = tmp_path / "out.kmqv"
+    read_end, write_end = os.pipe()
+
+    def camera() -> None:
+        with os.fdopen(write_end, "wb") as pipe:
+            for part, size in ((sources[:30], (WIDTH, HEIGHT)), (sources[30:], (2 * WIDTH, 2 * HEIGHT))):
+                stream = TransportStream(pipe, size=size)
+                for pixels in part:
+                    frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(*size)
+                    stream.write(frame.to_ndarray(format="rgb24"))
+                    time.sleep(1 / FPS)
+                stream.close()
+
+    writer = threading.Thread(target=camera, daemon=True)
+    writer.start()
+    server = LiveProcess("--source", "-", "--record", str(record), stdin=read_end)
+    os.close(read_end)
+    try:
+        server.proc.wait(timeout=60)
+    finally:
+        output = server.stop()
+        writer.join(timeout=10)
+    assert server.proc.returncode == 0, output
+    assert "end of stream" in output
+    frames = recorded_frames(record)
+    assert all(frame.shape == (HEIGHT, WIDTH, 3) for frame in frames)
+    assert len(frames) >= 40
+    # The last frames are the camera's last pictures (scaled twice: not exact, but near).
+    scores = [psnr(source, frames[-1]) for source in sources]
+    assert int(np.argmax(scores)) >= 55 and max(scores) > 24, scores
 
 
 @pytest.mark.parametrize(
