@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import os
 import socket
@@ -10,7 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pytest
@@ -77,6 +80,31 @@ def assert_frames_are_the_sources_in_order(frames: list[np.ndarray], sources: li
     assert matches == sorted(matches), matches
 
 
+@contextlib.contextmanager
+def piped_server(camera: Callable[[BinaryIO], None], *args: str) -> Iterator[LiveProcess]:
+    """``kmq live --source -`` with ``camera(pipe)`` writing into its standard input on a thread.
+
+    On leaving, the server is stopped (its output in ``server.output``) and the camera joined.
+    """
+    read_end, write_end = os.pipe()
+
+    def run() -> None:
+        with os.fdopen(write_end, "wb") as pipe:
+            camera(pipe)
+
+    writer = threading.Thread(target=run, daemon=True)
+    writer.start()
+    try:
+        server = LiveProcess("--source", "-", *args, stdin=read_end)
+    finally:
+        os.close(read_end)
+    try:
+        yield server
+    finally:
+        server.output = server.stop()
+        writer.join(timeout=10)
+
+
 # ---------------------------------------------------------------- standard input
 
 
@@ -84,39 +112,30 @@ def test_a_stream_on_standard_input_is_relayed_frame_by_frame_until_it_ends(tmp_
     pattern = TestPattern(WIDTH, HEIGHT)
     sources: list[np.ndarray] = []
     record = tmp_path / "out.kmqv"
-    read_end, write_end = os.pipe()
     ready = threading.Event()
 
-    def camera() -> None:
+    def camera(pipe: BinaryIO) -> None:
         """Films in real time until 40 frames after the server is up (or 30 s), then ends the stream."""
-        with os.fdopen(write_end, "wb") as pipe:
-            stream = TransportStream(pipe)
-            after = 0
-            while after < 40 and len(sources) < 30 * FPS:
-                sources.append(pattern.frame(len(sources) / FPS))
-                stream.write(sources[-1])
-                after += ready.is_set()
-                time.sleep(1 / FPS)
-            stream.close()
+        stream = TransportStream(pipe)
+        after = 0
+        while after < 40 and len(sources) < 30 * FPS:
+            sources.append(pattern.frame(len(sources) / FPS))
+            stream.write(sources[-1])
+            after += ready.is_set()
+            time.sleep(1 / FPS)
+        stream.close()
 
-    writer = threading.Thread(target=camera, daemon=True)
-    writer.start()
-    server = LiveProcess("--source", "-", "-k", "64", "--record", str(record), stdin=read_end)
-    os.close(read_end)
-    ready.set()
-    try:
+    with piped_server(camera, "-k", "64", "--record", str(record)) as server:
+        ready.set()
         stats = server.stats()
         assert stats["source"]["name"] == "standard input"
         assert (stats["source"]["width"], stats["source"]["height"]) == (WIDTH, HEIGHT)
         server.proc.wait(timeout=60)  # the pipe closes: the stream ends, and so does the server
-    finally:
-        output = server.stop()
-        writer.join(timeout=10)
-    assert server.proc.returncode == 0, output
-    assert "end of stream" in output
+    assert server.proc.returncode == 0, server.output
+    assert "end of stream" in server.output
     frames = recorded_frames(record)
     # Frames are taken as they arrive: those sent in real time get through (a loaded machine may drop some).
-    assert len(frames) >= 20, output
+    assert len(frames) >= 20, server.output
     assert_frames_are_the_sources_in_order(frames, sources)
 
 
@@ -150,36 +169,27 @@ def assert_played_at_its_rate(record: Path, output: str, frames: int, fps: float
     assert times[-1] - times[0] >= 0.9 * (len(times) - 1) / fps, times
 
 
-def test_a_live_stream_is_decoded_as_its_frames_arrive_none_held_back(tmp_path):
+def test_a_live_stream_is_decoded_as_its_frames_arrive_none_held_back():
     """Sixty frames, then the camera pauses: all but those the demuxer must wait on (MPEG-TS ends a
     frame when the next begins) are through. Frame threads would each hold one more."""
-    read_end, write_end = os.pipe()
     paused = threading.Event()
 
-    def camera() -> None:
-        with os.fdopen(write_end, "wb") as pipe:
-            stream = TransportStream(pipe)
-            for pixels in pattern_frames(60):
-                stream.write(pixels)
-                time.sleep(1 / FPS)
-            paused.wait(120)
+    def camera(pipe: BinaryIO) -> None:
+        stream = TransportStream(pipe)
+        for pixels in pattern_frames(60):
+            stream.write(pixels)
+            time.sleep(1 / FPS)
+        paused.wait(120)
 
-    writer = threading.Thread(target=camera, daemon=True)
-    writer.start()
-    server = LiveProcess("--source", "-", stdin=read_end)
-    os.close(read_end)
-    try:
+    with piped_server(camera) as server:
         captured, steady_since = -1, time.monotonic()
         while time.monotonic() - steady_since < 2.0:  # until nothing more comes for two seconds
             count = server.stats()["source"]["frames_captured"]
             if count != captured:
                 captured, steady_since = count, time.monotonic()
             time.sleep(0.1)
-        assert captured >= 58, captured
-    finally:
         paused.set()
-        writer.join(timeout=10)
-        server.stop()
+    assert captured >= 58, captured
 
 
 def test_a_camera_that_changes_its_frame_size_mid_stream_goes_on_at_the_streams_size(tmp_path):
@@ -189,29 +199,20 @@ def test_a_camera_that_changes_its_frame_size_mid_stream_goes_on_at_the_streams_
 
     sources = pattern_frames(60)
     record = tmp_path / "out.kmqv"
-    read_end, write_end = os.pipe()
 
-    def camera() -> None:
-        with os.fdopen(write_end, "wb") as pipe:
-            for part, size in ((sources[:30], (WIDTH, HEIGHT)), (sources[30:], (2 * WIDTH, 2 * HEIGHT))):
-                stream = TransportStream(pipe, size=size)
-                for pixels in part:
-                    frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(*size)
-                    stream.write(frame.to_ndarray(format="rgb24"))
-                    time.sleep(1 / FPS)
-                stream.close()
+    def camera(pipe: BinaryIO) -> None:
+        for part, size in ((sources[:30], (WIDTH, HEIGHT)), (sources[30:], (2 * WIDTH, 2 * HEIGHT))):
+            stream = TransportStream(pipe, size=size)
+            for pixels in part:
+                frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(*size)
+                stream.write(frame.to_ndarray(format="rgb24"))
+                time.sleep(1 / FPS)
+            stream.close()
 
-    writer = threading.Thread(target=camera, daemon=True)
-    writer.start()
-    server = LiveProcess("--source", "-", "--record", str(record), stdin=read_end)
-    os.close(read_end)
-    try:
+    with piped_server(camera, "--record", str(record)) as server:
         server.proc.wait(timeout=60)
-    finally:
-        output = server.stop()
-        writer.join(timeout=10)
-    assert server.proc.returncode == 0, output
-    assert "end of stream" in output
+    assert server.proc.returncode == 0, server.output
+    assert "end of stream" in server.output
     frames = recorded_frames(record)
     assert all(frame.shape == (HEIGHT, WIDTH, 3) for frame in frames)
     assert len(frames) >= 40
