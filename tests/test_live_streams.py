@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.server
+import io
 import os
 import socket
 import subprocess
@@ -283,6 +284,8 @@ class StreamServer:
                 pass
 
             def do_GET(self) -> None:
+                if self.path == "/video.mjpg":
+                    return self.motion_jpeg()
                 if self.path != "/live.ts":
                     return super().do_GET()
                 if self.headers.get("Authorization") != expected:
@@ -314,6 +317,31 @@ class StreamServer:
                     pass
                 self.close_connection = True
 
+            def motion_jpeg(self) -> None:
+                """What cheap IP cameras and mjpg-streamer serve: JPEGs one after another in a multipart response."""
+                from PIL import Image
+
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                pattern = TestPattern(WIDTH, HEIGHT)
+                try:
+                    for number in range(60 * FPS):
+                        pixels = pattern.frame(number / FPS)
+                        owner.pictures_sent = number + 1
+                        picture = io.BytesIO()
+                        Image.fromarray(pixels).save(picture, "JPEG", quality=90)
+                        part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % picture.tell()
+                        self.wfile.write(part + picture.getvalue() + b"\r\n")
+                        self.wfile.flush()
+                        time.sleep(1 / FPS)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+        #: Frames /video.mjpg has sent (the test pattern's first ones, for a minute at most).
+        self.pictures_sent = 0
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
@@ -427,6 +455,20 @@ def test_a_camera_that_goes_away_is_connected_to_again_when_it_is_back(camera, t
         output = server.stop()
     assert server.proc.returncode == 0, output
     assert "connected again (at attempt" in output
+
+
+def test_a_motion_jpeg_camera_over_http_is_relayed(camera, tmp_path):
+    record = tmp_path / "out.kmqv"
+    server = LiveProcess("--source", f"http://127.0.0.1:{camera.port}/video.mjpg", "--record", str(record))
+    try:
+        stats = server.wait_for(lambda s: s["frames_encoded"] >= 20, "20 frames from the camera")
+        assert (stats["source"]["width"], stats["source"]["height"]) == (WIDTH, HEIGHT)
+    finally:
+        output = server.stop()
+    assert server.proc.returncode == 0, output
+    frames = recorded_frames(record)
+    assert len(frames) >= 20
+    assert_frames_are_the_sources_in_order(frames, pattern_frames(camera.pictures_sent))
 
 
 def test_a_stream_that_ends_without_loop_ends_the_server(camera):
