@@ -762,8 +762,9 @@ def _run_live(args: argparse.Namespace) -> int:
         print(f"player  {server.url}", flush=True)
         print(f"stream  {server.address('/ws', scheme='ws')}", flush=True)
         print(f"stats   {server.address('/stats')}", flush=True)
+        print(f"picture {server.address('/snapshot.png')}", flush=True)
         if generated:
-            print(f"token   {token} (generated; viewers and /stats need it)", flush=True)
+            print(f"token   {token} (generated; viewers, /stats and /snapshot.png need it)", flush=True)
         if server.tls is None and not is_loopback(args.host):
             say("note: without --tls-cert the token and the stream cross the network unencrypted")
         if server.recorder is not None:
