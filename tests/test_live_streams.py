@@ -273,9 +273,9 @@ class Chunked:
 
 
 class StreamServer:
-    """A loopback HTTP server, as a camera's: /live.ts sends a few seconds of live MPEG-TS per
-    request (chunked, of no length known in advance), behind a user and password; other paths are
-    files of ``folder``."""
+    """A loopback HTTP server, as a camera's: /live.ts sends ``frames`` as live MPEG-TS per request
+    (chunked, of no length known in advance), behind a user and password; /video.mjpg sends the
+    test pattern as Motion-JPEG for a minute; other paths are files of ``folder``."""
 
     def __init__(
         self, folder: Path, frames: list[np.ndarray], user: str = "viewer", password: str = "s3cret-pw", port: int = 0
@@ -283,7 +283,6 @@ class StreamServer:
         self.requests = 0
         #: Whether a stream ends by dropping the connection, before its last chunk (a camera lost).
         self.drop = False
-        self.refused = 0
         expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         owner = self
 
@@ -302,7 +301,6 @@ class StreamServer:
                 if self.path != "/live.ts":
                     return super().do_GET()
                 if self.headers.get("Authorization") != expected:
-                    owner.refused += 1
                     self.send_response(401)
                     self.send_header("WWW-Authenticate", 'Basic realm="camera"')
                     self.send_header("Content-Length", "0")
@@ -406,7 +404,7 @@ def free_udp_port() -> int:
 
 
 def test_a_stream_over_udp_is_joined_where_it_is(tmp_path):
-    """A camera multicasting MPEG-TS does not wait for anyone: the server joins mid-stream, at its next keyframe."""
+    """A camera sending MPEG-TS over UDP waits for no one: the server joins mid-stream, at its next keyframe."""
     port = free_udp_port()
     sources = pattern_frames(60)
     done = threading.Event()
