@@ -112,3 +112,12 @@ def test_access_rules_with_and_without_a_token():
     assert guarded.problem("wrong-horse", None, "example.org", None)[0] == 403
     assert guarded.problem("correct-horse", None, "example.org", None) is None
     assert guarded.problem(None, "Bearer correct-horse", "example.org", None) is None
+
+
+def test_live_streams_are_decoded_by_slices_up_to_1080p_and_by_frames_beyond():
+    from kmq.live.sources import decoder_threads
+
+    assert decoder_threads(1920, 1080, live=True) == "SLICE"
+    assert decoder_threads(0, 0, live=True) == "SLICE"  # a size the probe did not find
+    assert decoder_threads(2560, 1440, live=True) == "AUTO"
+    assert decoder_threads(640, 360, live=False) == "AUTO"

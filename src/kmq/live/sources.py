@@ -33,6 +33,7 @@ __all__ = [
     "FileSource",
     "CameraSource",
     "StreamSource",
+    "decoder_threads",
     "open_source",
     "DEFAULT_SIZE",
 ]
@@ -426,9 +427,8 @@ class StreamSource(LiveSource):
                 self.live = not stat.S_ISREG(os.fstat(0).st_mode)
             else:
                 self.live = container.duration is None
-            # Frame threads hold a frame each until the next arrives (on 16 cores, half a second
-            # at 30 fps): a live stream is decoded by slices, as soon as its frames are whole.
-            container.streams.video[0].thread_type = "SLICE" if self.live else "AUTO"
+            video = container.streams.video[0]
+            video.thread_type = decoder_threads(video.codec_context.width, video.codec_context.height, live=self.live)
             decoded = container.decode(video=0)
             try:
                 first = next(decoded, None)
@@ -479,6 +479,28 @@ class StreamSource(LiveSource):
 
     def _release(self) -> None:
         self._container.close()
+
+
+#: Live streams up to this many pixels a frame are decoded by slices (one thread decodes 1080p H.264
+#: in about 5 ms here); larger ones by frames, which keeps up at the price of a frame of delay a thread.
+SLICE_DECODING_PIXELS = 1920 * 1080
+
+
+def decoder_threads(width: int, height: int, *, live: bool) -> str:
+    """How FFmpeg should spread a stream's decoding over threads: ``"SLICE"`` or ``"AUTO"`` (frames too).
+
+    Frame threads hold a frame each until the next arrives (on 16 cores, half a second at 30 fps),
+    so a live stream is decoded by slices, as soon as its frames are whole, unless its frames are
+    larger than 1080p (then one thread may not keep up). Files and streams of known length: both.
+
+    Examples
+    --------
+    >>> decoder_threads(1280, 720, live=True), decoder_threads(3840, 2160, live=True)
+    ('SLICE', 'AUTO')
+    >>> decoder_threads(1280, 720, live=False)
+    'AUTO'
+    """
+    return "SLICE" if live and width * height <= SLICE_DECODING_PIXELS else "AUTO"
 
 
 def _stream_reason(exc: BaseException) -> str:
