@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from kmq.errors import InputError
+from kmq.media.video_source import ffmpeg_reason
 
 __all__ = [
     "Capture",
@@ -328,8 +329,7 @@ class CameraSource(LiveSource):
         try:
             self._container = av.open(device, format=kind, options=options)
         except (av.error.FFmpegError, OSError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise InputError(f"cannot open camera {index} ({device}): {reason}") from None
+            raise InputError(f"cannot open camera {index} ({device}): {ffmpeg_reason(exc)}") from None
         stream = self._container.streams.video[0]
         width, height = size or (stream.codec_context.width, stream.codec_context.height)
         rate = fps or stream.average_rate or Fraction(30)
@@ -509,7 +509,7 @@ def _stream_reason(exc: BaseException) -> str:
 
     if isinstance(exc, av.error.ExitError):  # the time-out stopped the wait
         return f"nothing arrived for {STREAM_TIMEOUT[1]:g} seconds"
-    return (getattr(exc, "strerror", None) or str(exc)).rstrip(".")
+    return ffmpeg_reason(exc)
 
 
 def open_source(

@@ -149,7 +149,7 @@ class VideoSource:
         try:
             self._container = av.open(str(self.path), metadata_errors="ignore")
         except av.error.FFmpegError as exc:
-            raise InputError(f"{self.path} is not a video PyAV can read ({_reason(exc)})") from None
+            raise InputError(f"{self.path} is not a video PyAV can read ({ffmpeg_reason(exc)})") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read {self.path}: {exc}") from None
         try:
@@ -311,7 +311,7 @@ class VideoSource:
                         return
         except av.error.FFmpegError as exc:
             raise InputError(
-                f"{self.path} is truncated or corrupt: {_reason(exc)} (after {self._delivered} frames)"
+                f"{self.path} is truncated or corrupt: {ffmpeg_reason(exc)} (after {self._delivered} frames)"
             ) from None
         expected = stream.frames
         if not self.start and expected and packets < expected:
@@ -358,6 +358,7 @@ class VideoSource:
         self.close()
 
 
-def _reason(exc: Exception) -> str:
+def ffmpeg_reason(exc: BaseException) -> str:
+    """Why PyAV (FFmpeg) failed, in words: the error's own text without the file name or URL it adds."""
     text = getattr(exc, "strerror", None) or str(exc)
     return text.rstrip(".")
