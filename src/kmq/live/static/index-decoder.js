@@ -237,21 +237,23 @@ const BULK_RUN = 48;
  * Rows y0..y1-1 of the moved reference (section 5.7): each block's pixels from `previous` at its
  * vector's offset, clamped to the stripe's rows and the frame's columns; written to `moved`, then
  * to `frame` (an unchanged block is the reference; a changed block's pixels are decoded over it).
- * Neighbouring blocks with the same vector move as one run, and the columns of a run that stay
- * inside the frame are copied in bulk.
+ * The rows start as `previous`'s (padding included), so blocks that do not move — most of a still
+ * camera's picture — cost one bulk copy; neighbouring blocks with the same vector move as one
+ * run, and the columns of a run that stay inside the frame are copied in bulk.
  */
 function moveRows(previous, vectors, at, moved, frame, width, y0, y1, top, bottom) {
   const stride = width + 3;
   const blocks = Math.ceil(width / BLOCK_SIZE);
-  for (let y = y0; y < y1; y++) {
-    const row = y * stride;
-    moved[row] = moved[row + 1] = moved[row + width + 2] = 0;
-  }
+  moved.set(previous.subarray(y0 * stride, y1 * stride), y0 * stride);
   for (let b = 0; b < blocks; ) {
     const dx = vectors[at + 2 * b];
     const dy = vectors[at + 2 * b + 1];
     let e = b + 1;
     while (e < blocks && vectors[at + 2 * e] === dx && vectors[at + 2 * e + 1] === dy) e++;
+    if (dx === 0 && dy === 0) {
+      b = e; // in place: already copied
+      continue;
+    }
     const x0 = b * BLOCK_SIZE;
     const x1 = Math.min(e * BLOCK_SIZE, width);
     // Columns whose source column x + dx lies inside the frame: [inX0, inX1).
