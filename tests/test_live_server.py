@@ -649,6 +649,10 @@ def test_binding_beyond_loopback_generates_a_token():
         (["--tls-key", str(TLS_KEY)], "needs its certificate"),
         (["--tls-cert", str(TLS_CERT)], "not a PEM certificate chain and its private key"),
         (["--tls-cert", str(TLS_CERT), "--tls-key", str(TLS_CERT)], "not a PEM certificate chain"),
+        (["--on-demand", "0"], "seconds must be above 0"),
+        (["--on-demand", "soon"], "seconds must be a number"),
+        (["--source", "-", "--on-demand"], "cannot open standard input again"),
+        (["--on-demand", "--record", "out.kmqv"], "--record needs it open all the time"),
     ],
 )
 def test_bad_live_arguments_fail_in_one_line(args, message):

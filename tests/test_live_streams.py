@@ -281,6 +281,8 @@ class StreamServer:
         self, folder: Path, frames: list[np.ndarray], user: str = "viewer", password: str = "s3cret-pw", port: int = 0
     ) -> None:
         self.requests = 0
+        #: Streams of /live.ts that the viewer closed before their end.
+        self.cut_short = 0
         #: Whether a stream ends by dropping the connection, before its last chunk (a camera lost).
         self.drop = False
         expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -325,7 +327,7 @@ class StreamServer:
                     stream.close()
                     body.finish()
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    owner.cut_short += 1
                 self.close_connection = True
 
             def motion_jpeg(self) -> None:

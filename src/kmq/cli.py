@@ -657,6 +657,16 @@ def _fps_value(text: str) -> float:
     return float(value)
 
 
+def _seconds_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seconds must be a number, got {text!r}") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"seconds must be above 0 and at most 86400, got {text}")
+    return value
+
+
 def _port_value(text: str) -> int:
     return _whole_number(
         text, 0, 65535, "port must be a whole number, got {text!r}", "port must be 0..65535 (0: any free port), got {value}"
@@ -676,6 +686,8 @@ A stream as the source: an IP camera or another encoder, by its URL, or a pipeli
 input; a live stream's frames are taken as they arrive, and --loop connects again when it drops:
   kmq live --source rtsp://user:password@192.168.1.20:554/stream1 --loop
   ffmpeg -i INPUT -f mpegts - | kmq live --source -
+
+With --on-demand the source (a camera, a stream, a file) is open only while somebody watches.
 """
 
 
@@ -702,6 +714,7 @@ def _add_live_commands(commands: Any) -> None:
     live.add_argument("--tls-cert", default=None, metavar="CERT.pem", help="serve https:// and wss:// with this certificate chain (PEM)")
     live.add_argument("--tls-key", default=None, metavar="KEY.pem", help="the certificate's private key (PEM; default: in CERT.pem)")
     live.add_argument("--max-viewers", type=_positive_int, default=32, metavar="N", help="viewers at once (default 32)")
+    live.add_argument("--on-demand", type=_seconds_value, nargs="?", const=10.0, default=None, metavar="S", help="close the source (camera, stream or file; nothing is encoded) once nobody has watched for S seconds (default 10), and open it again when a viewer comes")
     live.add_argument("--record", default=None, metavar="OUT.kmqv", help="also write the stream to a .kmqv file")
     live.add_argument("-f", "--force", action="store_true", help="replace an existing --record file")
     live.set_defaults(run=_run_live)
@@ -748,6 +761,7 @@ def _run_live(args: argparse.Namespace) -> int:
         record=Path(args.record) if args.record else None,
         force=args.force,
         max_viewers=args.max_viewers,
+        on_demand=args.on_demand,
     )
     quiet = args.quiet
 

@@ -105,6 +105,9 @@ class LiveOptions:
         Seconds between keyframes made for joining or recovering viewers.
     recovery_gap : float
         Seconds after the last keyframe before one is made for a viewer that fell behind.
+    on_demand : float or None
+        Close the source (a camera, a stream, a file; nothing is encoded) once nobody has watched
+        for this many seconds, and open it again when a viewer comes. None: always open.
     """
 
     source: str = "testsrc"
@@ -127,6 +130,11 @@ class LiveOptions:
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     keyframe_gap: float = DEFAULT_KEYFRAME_GAP
     recovery_gap: float = DEFAULT_RECOVERY_GAP
+    on_demand: float | None = None
+
+
+#: Longest --on-demand delay (seconds).
+MAX_ON_DEMAND = 86_400.0
 
 
 class LiveServer:
@@ -139,7 +147,7 @@ class LiveServer:
     options : LiveOptions
     log : callable, optional
         Receives one line per event (viewers joining and leaving, a stream source lost and
-        connected again, the stream ending).
+        connected again, an on-demand source closed and opened again, the stream ending).
 
     Raises
     ------
@@ -154,6 +162,13 @@ class LiveServer:
             raise InputError(f"binding {options.host} (not loopback) needs a token: give --token")
         if not 1 <= options.max_viewers <= 10_000:
             raise InputError(f"max viewers must be 1..10000, got {options.max_viewers}")
+        if options.on_demand is not None:
+            if not 0 < options.on_demand <= MAX_ON_DEMAND:
+                raise InputError(f"--on-demand must be above 0 and at most {MAX_ON_DEMAND:g} seconds, got {options.on_demand:g}")
+            if options.source == "-":
+                raise InputError("--on-demand cannot open standard input again once closed")
+            if options.record is not None:
+                raise InputError("--on-demand closes the source while nobody watches; --record needs it open all the time")
         if options.record is not None:
             check_output(options.record, force=options.force)  # before the slow start, not after
         self.tls = tls_context(options.tls_cert, options.tls_key)
@@ -175,6 +190,7 @@ class LiveServer:
         self._snapshot_made: tuple[float, Picture, bytes] | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        self._close_later: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = time.monotonic()
 
@@ -223,11 +239,14 @@ class LiveServer:
         self.port = _bound_port(site)
         self._started = time.monotonic()
         encoder.start()
+        self._follow_demand()
 
     async def stop(self) -> None:
         """Close every viewer, stop the encoder and source, finish the recording, stop serving."""
         self._stopping = True
         self.ended.set()
+        if self._close_later is not None:
+            self._close_later.cancel()
         # Viewers hear why first: 1000 "end of stream" when a file ended, 1001 when the server stops.
         code = 1000 if self.end_reason == "end of stream" else 1001
         closing = [ws.close(code=code, message=self.end_reason.encode()[:120]) for ws in self._sockets.values()]
@@ -271,6 +290,23 @@ class LiveServer:
         self.end_reason = "end of stream" if source_error is None else f"source failed: {source_error}"
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.ended.set)
+
+    def _follow_demand(self) -> None:
+        """--on-demand: keep the source open while anybody watches; close it once nobody has for the delay."""
+        if self.options.on_demand is None or self.fanout is None or self._loop is None:
+            return
+        if self.fanout.viewers:
+            if self._close_later is not None:
+                self._close_later.cancel()
+                self._close_later = None
+            self.source.demand(True)
+        elif self._close_later is None:
+            self._close_later = self._loop.call_later(self.options.on_demand, self._close_source)
+
+    def _close_source(self) -> None:
+        self._close_later = None
+        if self.fanout is not None and not self.fanout.viewers and not self._stopping:
+            self.source.demand(False)
 
     # -- packets from the encoder's thread
 
@@ -368,6 +404,9 @@ class LiveServer:
                 "frames_captured": mailbox.produced,
                 "frames_dropped": mailbox.dropped,
                 "restarts": source.restarts,
+                "on_demand_s": self.options.on_demand,
+                "idle": source.idle,
+                "wakes": source.wakes,
                 "ended": mailbox.closed,
                 "error": None if source.error is None else str(source.error),
             },
@@ -396,6 +435,7 @@ class LiveServer:
         except LimitError as exc:
             self.refused_requests += 1
             return web.json_response({"error": str(exc)}, status=503)
+        self._follow_demand()
         ws = web.WebSocketResponse(
             max_msg_size=MAX_INCOMING_BYTES, heartbeat=HEARTBEAT, timeout=CLOSE_TIMEOUT, compress=False
         )
@@ -412,6 +452,7 @@ class LiveServer:
             await self._receive(viewer, ws)
         finally:
             fanout.leave(viewer)
+            self._follow_demand()
             self._sockets.pop(viewer.id, None)
             if sender is not None:
                 sender.cancel()

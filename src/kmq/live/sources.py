@@ -149,8 +149,11 @@ class LiveSource:
     restarts : int
         Times the source started again after it ended (``--loop``: a file from its start, a
         stream by connecting again).
+    wakes : int
+        Times the source was opened again for a viewer after :meth:`demand` closed it.
     log : callable
-        Receives a line for each event worth telling (a stream lost, connected again).
+        Receives a line for each event worth telling (a stream lost, connected again, the source
+        closed while nobody watches and opened again).
     """
 
     name = "source"
@@ -161,10 +164,29 @@ class LiveSource:
         self.fps = fps
         self.error: BaseException | None = None
         self.restarts = 0
+        self.wakes = 0
         self.log: Callable[[str], None] = lambda line: None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._demand = threading.Condition()
+        self._wanted = True
         self.mailbox = FrameMailbox()
+
+    @property
+    def idle(self) -> bool:
+        """Whether the source is closed (or closing) because nobody watches."""
+        return not self._wanted
+
+    def demand(self, wanted: bool) -> None:
+        """Close the source while nobody watches (``False``), and open it again for a viewer (``True``).
+
+        Thread-safe. Idle, a source releases its device, file or stream and produces nothing;
+        wanted again, it opens it afresh (a file from its start, a stream by connecting again)
+        and its next frames follow. A source that cannot be opened again fails as a lost one does.
+        """
+        with self._demand:
+            self._wanted = wanted
+            self._demand.notify_all()
 
     def start(self) -> None:
         """Start producing frames."""
@@ -174,6 +196,8 @@ class LiveSource:
     def stop(self) -> None:
         """Stop producing and release the device or file."""
         self._stop.set()
+        with self._demand:
+            self._demand.notify_all()
         if self._thread is None:
             self._release()  # never started: nothing else will
         elif self._thread is not threading.current_thread():
@@ -183,11 +207,33 @@ class LiveSource:
     def _run(self) -> None:
         try:
             number = 0
-            for pixels in self._frames():
+            while True:
+                frames = self._frames()
+                try:
+                    for pixels in frames:
+                        if self._stop.is_set() or not self._wanted:
+                            break
+                        self.mailbox.put(Capture(pixels, number, time.time(), time.monotonic()))
+                        number += 1
+                    else:
+                        if self._wanted:  # the end of the source (not a stream given up on while idle)
+                            return
+                finally:
+                    frames.close()
                 if self._stop.is_set():
-                    break
-                self.mailbox.put(Capture(pixels, number, time.time(), time.monotonic()))
-                number += 1
+                    return
+                # Nobody watches: close the device, file or stream until somebody does.
+                self._release()
+                self.log(f"{self.name}: closed while nobody watches")
+                while True:
+                    with self._demand:
+                        self._demand.wait_for(lambda: self._wanted or self._stop.is_set())
+                    if self._stop.is_set():
+                        return
+                    if self._reopen():
+                        break
+                self.wakes += 1
+                self.log(f"{self.name}: opened again for a viewer")
         except BaseException as exc:  # reported by the server; the stream then ends
             self.error = exc
         finally:
@@ -198,7 +244,14 @@ class LiveSource:
         raise NotImplementedError
 
     def _release(self) -> None:
-        """Free what the source holds (a file, a device)."""
+        """Free what the source holds (a file, a device); may be called again once freed."""
+
+    def _reopen(self) -> bool:
+        """Open again what :meth:`_release` freed, for :meth:`_frames` to read from the start.
+
+        False: not opened, and given up on since (nobody watches any more).
+        """
+        return True
 
     def _paced(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         """Yield frames at the source's rate by the monotonic clock, whatever the consumer does.
@@ -297,6 +350,12 @@ class FileSource(LiveSource):
     def _release(self) -> None:
         self._video.close()
 
+    def _reopen(self) -> bool:
+        from kmq.media.video_source import VideoSource
+
+        self._video = VideoSource(self.path, size=(self.width, self.height))
+        return True
+
 
 class CameraSource(LiveSource):
     """A camera through FFmpeg's capture devices (``v4l2`` on Linux, ``avfoundation`` on macOS).
@@ -312,8 +371,6 @@ class CameraSource(LiveSource):
     """
 
     def __init__(self, index: int, size: tuple[int, int] | None, fps: Fraction | None) -> None:
-        import av
-
         self.name = f"camera {index}"
         if sys.platform.startswith("linux"):
             device, kind = f"/dev/video{index}", "v4l2"
@@ -326,10 +383,8 @@ class CameraSource(LiveSource):
             options["video_size"] = f"{size[0]}x{size[1]}"
         if fps is not None:
             options["framerate"] = str(float(fps))
-        try:
-            self._container = av.open(device, format=kind, options=options)
-        except (av.error.FFmpegError, OSError) as exc:
-            raise InputError(f"cannot open camera {index} ({device}): {ffmpeg_reason(exc)}") from None
+        self._device = (index, device, kind, options)
+        self._open()
         stream = self._container.streams.video[0]
         width, height = size or (stream.codec_context.width, stream.codec_context.height)
         rate = fps or stream.average_rate or Fraction(30)
@@ -343,6 +398,19 @@ class CameraSource(LiveSource):
 
     def _release(self) -> None:
         self._container.close()
+
+    def _reopen(self) -> bool:
+        self._open()
+        return True
+
+    def _open(self) -> None:
+        import av
+
+        index, device, kind, options = self._device
+        try:
+            self._container = av.open(device, format=kind, options=options)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise InputError(f"cannot open camera {index} ({device}): {ffmpeg_reason(exc)}") from None
 
 
 def _rgb(frame: Any, width: int, height: int) -> np.ndarray:
@@ -462,23 +530,40 @@ class StreamSource(LiveSource):
                     return
                 what = "ended" if lost is None else f"was lost ({_stream_reason(lost)})"
                 self.log(f"{self.name} {what}: connecting again")
-                attempt = 0
-                while True:  # --loop: connect again until it works or the server stops
-                    if self._stop.wait(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]):
-                        return
-                    attempt += 1
-                    try:
-                        self._container, self._decoded, self._first = self._open()
-                        break
-                    except InputError:
-                        continue
+                if not self._connect_again():
+                    return
                 self.restarts += 1
-                self.log(f"{self.name}: connected again" + (f" (at attempt {attempt})" if attempt > 1 else ""))
 
         return pictures() if self.live else self._paced(pictures())
 
+    def _connect_again(self, attempt: int = 0) -> bool:
+        """``--loop``: open the stream again after growing pauses, until it opens (True), the
+        server stops or nobody watches any more (False)."""
+        while True:
+            delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+            if self._stop.wait(delay) or not self._wanted:
+                return False
+            attempt += 1
+            try:
+                self._container, self._decoded, self._first = self._open()
+                break
+            except InputError:
+                continue
+        self.log(f"{self.name}: connected again" + (f" (at attempt {attempt})" if attempt > 1 else ""))
+        return True
+
     def _release(self) -> None:
         self._container.close()
+
+    def _reopen(self) -> bool:
+        try:
+            self._container, self._decoded, self._first = self._open()
+            return True
+        except InputError as exc:
+            if not self._loop:
+                raise
+            self.log(f"{exc}: trying again")
+        return self._connect_again(attempt=1)
 
 
 #: Live streams up to this many pixels a frame are decoded by slices (one thread decodes 1080p H.264
