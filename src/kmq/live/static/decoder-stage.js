@@ -47,18 +47,14 @@ class InlineDecoder {
     this.answer = answer;
   }
 
-  postMessage(job) {
+  postMessage(message) {
     // Answered as a separate task, so that the page can paint and read its socket in between.
     setTimeout(() => {
-      if (job.type === 'reset') {
+      if (message.type === 'reset') {
         this.decoder.reset();
         return;
       }
-      try {
-        this.answer({ frame: job.frame, stripe: job.stripe, rgba: this.decoder.decode(job) });
-      } catch (error) {
-        this.answer({ frame: job.frame, stripe: job.stripe, rgba: job.rgba, error: `${error.name}: ${error.message}` });
-      }
+      this.answer({ frame: message.frame, stripes: message.jobs.map((job) => this.decoder.answer(job)) });
     }, 0);
   }
 
@@ -283,6 +279,8 @@ export class DecoderStage {
     this.inflight = { id, packet, bytes, palette, layout, parts: [], remaining, error: null, started };
     const { width } = header;
     const reference = !packet.discardable;
+    // One message a decoder a frame, with its stripes (and the buffers they carry, transferred).
+    const messages = this.decoders.map(() => ({ frame: id, jobs: [], transfer: [] }));
     layout.stripes.forEach((stripe, index) => {
       const rows = stripe.bottom - stripe.top;
       const data = stripeAlone(packet.indexData, layout, stripe);
@@ -290,8 +288,12 @@ export class DecoderStage {
       const k = packet.paletteSize;
       const { inter } = layout;
       // reference: false for a discardable frame, which leaves the stripe's reference map as it is.
-      const job = { frame: id, stripe: index, top: stripe.top, rows, width, k, inter, reference, data, table, rgba };
-      this.decoders[index % this.decoders.length].postMessage(job, [data.buffer, rgba]);
+      const message = messages[index % messages.length];
+      message.jobs.push({ stripe: index, top: stripe.top, rows, width, k, inter, reference, data, table, rgba });
+      message.transfer.push(data.buffer, rgba);
+    });
+    messages.forEach(({ frame, jobs, transfer }, i) => {
+      if (jobs.length) this.decoders[i].postMessage({ frame, jobs }, transfer);
     });
   }
 
@@ -358,16 +360,20 @@ export class DecoderStage {
 
   // -- answers from the decoders
 
+  /** A decoder's answer: {frame, stripes: [{stripe, rgba, error?}]}, the stripes of the frame it was sent. */
   answered(answer) {
     const frame = this.inflight;
     if (this.destroyed || !frame || answer.frame !== frame.id) {
-      this.recycle(answer.rgba); // a stripe of a frame given up on
+      for (const { rgba } of answer.stripes) this.recycle(rgba); // stripes of a frame given up on
       return;
     }
-    if (answer.error) frame.error = frame.error || answer.error;
-    const stripe = frame.layout.stripes[answer.stripe];
-    frame.parts.push({ top: stripe.top, rows: stripe.bottom - stripe.top, rgba: answer.rgba });
-    if (--frame.remaining > 0) return;
+    for (const done of answer.stripes) {
+      if (done.error) frame.error = frame.error || done.error;
+      const stripe = frame.layout.stripes[done.stripe];
+      frame.parts.push({ top: stripe.top, rows: stripe.bottom - stripe.top, rgba: done.rgba });
+      frame.remaining--;
+    }
+    if (frame.remaining > 0) return;
     this.inflight = null;
     const { packet } = frame;
     if (frame.error) {

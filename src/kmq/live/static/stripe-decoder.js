@@ -50,4 +50,16 @@ export class StripeDecoder {
     lookUp(decoded, width, rows, job.table, new Uint32Array(job.rgba, 0, width * rows));
     return job.rgba;
   }
+
+  /**
+   * decode(), as the decoder stage takes the answer: {stripe, rgba}, or on failure {stripe, rgba,
+   * error} with the job's buffer given back unfilled.
+   */
+  answer(job) {
+    try {
+      return { stripe: job.stripe, rgba: this.decode(job) };
+    } catch (error) {
+      return { stripe: job.stripe, rgba: job.rgba, error: `${error.name}: ${error.message}` };
+    }
+  }
 }
