@@ -103,3 +103,23 @@ def test_a_relayed_stream_is_disconnected_while_nobody_watches(tmp_path):
     assert server.proc.returncode == 0, output
     assert "s3cret" not in output
     assert f"stream http://127.0.0.1:{camera.port}/live.ts: opened again for a viewer" in output
+
+
+def test_a_stream_that_cannot_be_opened_again_for_a_viewer_ends_the_server_with_one_error(tmp_path):
+    camera = StreamServer(tmp_path, pattern_frames(30 * FPS))
+    url = f"http://viewer:s3cret-pw@127.0.0.1:{camera.port}/live.ts"
+    server = LiveProcess("--source", url, "-k", "16", "--on-demand", DELAY)
+    try:
+        assert_still_idle(server, 0.1)
+        camera.close()  # the camera is gone while nobody watches
+        viewer = RawViewer(server.port)
+        try:
+            server.proc.wait(timeout=60)
+        finally:
+            viewer.close()
+    finally:
+        output = server.stop()
+    assert server.proc.returncode == 1, output
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: source failed: cannot open stream http://127.0.0.1:{camera.port}/live.ts: Connection refused"]
+    assert "Traceback" not in output and "s3cret" not in output
