@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -123,3 +124,31 @@ def test_a_stream_that_cannot_be_opened_again_for_a_viewer_ends_the_server_with_
     errors = [line for line in output.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: source failed: cannot open stream http://127.0.0.1:{camera.port}/live.ts: Connection refused"]
     assert "Traceback" not in output and "s3cret" not in output
+
+
+def test_a_stream_lost_while_unwatched_waits_closed_and_is_connected_to_again_for_a_viewer(tmp_path):
+    camera = StreamServer(tmp_path, pattern_frames(FPS // 2))  # half a second a connection
+    port = camera.port
+    url = f"http://viewer:s3cret-pw@127.0.0.1:{port}/live.ts"
+    server = LiveProcess("--source", url, "--loop", "-k", "16", "--on-demand", "4")
+    cameras = [camera]
+    try:
+        camera.close()  # the stream ends and cannot be opened again: --loop keeps trying, until nobody watches
+        stats = assert_still_idle(server)
+        assert stats["source"]["error"] is None and server.proc.poll() is None
+        # The camera comes back a second after a viewer does: the viewer waits, then gets its pictures.
+        timer = threading.Timer(1.0, lambda: cameras.append(StreamServer(tmp_path, pattern_frames(30 * FPS), port=port)))
+        timer.start()
+        pictures = watch_frames(server, 10)
+        timer.join()
+        sources = pattern_frames(3 * FPS)
+        assert all(max(psnr(source, picture) for source in sources) > 26 for picture in pictures)
+        assert server.stats()["source"]["wakes"] == 1
+    finally:
+        output = server.stop()
+        for each in cameras[1:]:
+            each.close()
+    assert server.proc.returncode == 0, output
+    assert "closed while nobody watches" in output
+    assert f"cannot open stream http://127.0.0.1:{port}/live.ts: Connection refused: trying again" in output
+    assert "opened again for a viewer" in output

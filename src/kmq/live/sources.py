@@ -170,6 +170,8 @@ class LiveSource:
         self._thread: threading.Thread | None = None
         self._demand = threading.Condition()
         self._wanted = True
+        #: Set by a source whose frames stopped because nobody watches (not because it ended).
+        self._gave_up_idle = False
         self.mailbox = FrameMailbox()
 
     @property
@@ -208,6 +210,7 @@ class LiveSource:
         try:
             number = 0
             while True:
+                self._gave_up_idle = False
                 frames = self._frames()
                 try:
                     for pixels in frames:
@@ -216,7 +219,7 @@ class LiveSource:
                         self.mailbox.put(Capture(pixels, number, time.time(), time.monotonic()))
                         number += 1
                     else:
-                        if self._wanted:  # the end of the source (not a stream given up on while idle)
+                        if not self._gave_up_idle:  # the end of the source
                             return
                 finally:
                     frames.close()
@@ -541,7 +544,12 @@ class StreamSource(LiveSource):
         server stops or nobody watches any more (False)."""
         while True:
             delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-            if self._stop.wait(delay) or not self._wanted:
+            with self._demand:  # the pause ends early when the server stops or the last viewer has gone
+                self._demand.wait_for(lambda: self._stop.is_set() or not self._wanted, timeout=delay)
+            if self._stop.is_set():
+                return False
+            if not self._wanted:
+                self._gave_up_idle = True
                 return False
             attempt += 1
             try:
