@@ -72,6 +72,7 @@ def test_the_source_runs_only_while_somebody_watches(kind, tmp_path):
     finally:
         output = server.stop()
     assert server.proc.returncode == 0, output
+    assert "on demand: the source closes once nobody has watched for 0.5 s" in output
     assert output.count("closed while nobody watches") == 3, output
     assert output.count("opened again for a viewer") == 2, output
 

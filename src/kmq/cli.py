@@ -783,6 +783,8 @@ def _run_live(args: argparse.Namespace) -> int:
             say("note: without --tls-cert the token and the stream cross the network unencrypted")
         if server.recorder is not None:
             say(f"recording to {server.recorder.path}")
+        if args.on_demand is not None:
+            say(f"on demand: the source closes once nobody has watched for {args.on_demand:g} s, and opens for the next viewer")
         say("Ctrl-C stops.")
 
     server = run_live(options, on_ready=ready, log=say)
