@@ -153,3 +153,25 @@ def test_a_stream_lost_while_unwatched_waits_closed_and_is_connected_to_again_fo
     assert "closed while nobody watches" in output
     assert f"cannot open stream http://127.0.0.1:{port}/live.ts: Connection refused: trying again" in output
     assert "opened again for a viewer" in output
+
+
+def test_an_rtsp_camera_is_torn_down_while_nobody_watches_and_played_again_for_a_viewer():
+    from test_live_rtsp import RtspCamera
+
+    camera = RtspCamera(pattern_frames(30 * FPS))
+    url = f"rtsp://viewer:s3cret-pw@127.0.0.1:{camera.port}/stream1"
+    server = LiveProcess("--source", url, "--loop", "-k", "16", "--on-demand", DELAY)
+    try:
+        assert_still_idle(server)
+        assert camera.requests.count("PLAY") == 1 and camera.requests[-1] == "TEARDOWN"
+        pictures = watch_frames(server, 10)
+        assert camera.requests.count("PLAY") == 2
+        sources = pattern_frames(3 * FPS)
+        assert all(max(psnr(source, picture) for source in sources) > 26 for picture in pictures)
+        assert_still_idle(server)
+        assert camera.requests.count("TEARDOWN") == 2
+    finally:
+        output = server.stop()
+        camera.close()
+    assert server.proc.returncode == 0, output
+    assert "s3cret" not in output
