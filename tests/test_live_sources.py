@@ -62,18 +62,23 @@ def test_the_pattern_source_runs_at_its_own_rate_and_drops_what_nobody_takes():
     assert mailbox.dropped == mailbox.produced - 2  # nobody read: all but the newest two dropped
 
 
-def test_a_file_source_loops_when_asked(tmp_path):
-    clip = tmp_path / "clip.mkv"
+def write_levels_clip(clip, count: int) -> None:
+    """``count`` flat frames, 32×16, of grey levels 0, 40, 80, ..."""
     with av.open(str(clip), "w") as container:
         stream = container.add_stream("ffv1", rate=25)
         stream.width, stream.height, stream.pix_fmt = 32, 16, "bgr0"
-        for number in range(3):
+        for number in range(count):
             frame = av.VideoFrame.from_ndarray(np.full((16, 32, 3), 40 * number, np.uint8), format="rgb24")
             frame.pts = number
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+
+
+def test_a_file_source_loops_when_asked(tmp_path):
+    clip = tmp_path / "clip.mkv"
+    write_levels_clip(clip, 3)
     source = FileSource(clip, None, Fraction(100), loop=True)
     source.mailbox = FrameMailbox(depth=100)
     source.start()
@@ -84,6 +89,34 @@ def test_a_file_source_loops_when_asked(tmp_path):
     frames = [source.mailbox.get(0) for _ in range(7)]
     levels = [int(frame.pixels[0, 0, 0]) for frame in frames]
     assert levels[:7] == [0, 40, 80, 0, 40, 80, 0]
+
+
+def test_a_source_closed_for_want_of_viewers_produces_nothing_and_opens_again_from_its_start(tmp_path):
+    clip = tmp_path / "clip.mkv"
+    write_levels_clip(clip, 6)
+    source = FileSource(clip, None, Fraction(20), loop=False)
+    source.mailbox = FrameMailbox(depth=100)
+    lines: list[str] = []
+    source.log = lines.append
+    source.start()
+    deadline = time.monotonic() + 20
+    while source.mailbox.produced < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    source.demand(False)
+    assert source.idle
+    while not lines and time.monotonic() < deadline:
+        time.sleep(0.01)
+    produced = source.mailbox.produced
+    time.sleep(0.5)  # ten frames' time
+    assert source.mailbox.produced == produced and not source.mailbox.closed
+    source.demand(True)
+    while not source.mailbox.closed and time.monotonic() < deadline:  # played to its end, then it ends
+        time.sleep(0.01)
+    source.stop()
+    levels = [int(capture.pixels[0, 0, 0]) for capture in iter(lambda: source.mailbox.get(0), None)]
+    assert levels == [40 * n for n in range(produced)] + [0, 40, 80, 120, 160, 200]
+    assert (source.wakes, source.error, source.idle) == (1, None, False)
+    assert lines == [f"file {clip.name}: closed while nobody watches", f"file {clip.name}: opened again for a viewer"]
 
 
 @pytest.mark.parametrize(
