@@ -39,14 +39,26 @@ def watch_frames(server: LiveProcess, count: int) -> list[np.ndarray]:
         viewer.close()
 
 
+def counts(stats: dict) -> tuple[int, int]:
+    return stats["source"]["frames_captured"], stats["frames_encoded"]
+
+
 def assert_still_idle(server: LiveProcess, seconds: float = 1.0) -> dict:
     """The source stays closed and nothing is captured or encoded while nobody watches."""
     before = server.wait_for(lambda s: s["source"]["idle"], "the source closed while nobody watches", timeout=30)
+    # Idle is said at once; the frame being read and those waiting for the encoder still go through.
+    deadline = time.monotonic() + 30
+    while True:
+        time.sleep(0.3)
+        settled = server.stats()
+        if counts(settled) == counts(before):
+            break
+        assert time.monotonic() < deadline, f"frames go on while nobody watches: {counts(settled)}"
+        before = settled
     time.sleep(seconds)
     after = server.stats()
     assert after["source"]["idle"]
-    assert after["source"]["frames_captured"] == before["source"]["frames_captured"]
-    assert after["frames_encoded"] == before["frames_encoded"]
+    assert counts(after) == counts(before)
     return after
 
 
