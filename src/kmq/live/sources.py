@@ -332,8 +332,6 @@ class FileSource(LiveSource):
         super().__init__(info.width, info.height, Fraction(rate).limit_denominator(1000))
 
     def _frames(self) -> Iterator[np.ndarray]:
-        from kmq.media.video_source import VideoSource
-
         def pictures() -> Iterator[np.ndarray]:
             video = self._video
             while True:
@@ -345,7 +343,8 @@ class FileSource(LiveSource):
                 video.close()
                 if not self._loop or delivered == 0 or self._stop.is_set():
                     return
-                video = self._video = VideoSource(self.path, size=(self.width, self.height))
+                self._reopen()
+                video = self._video
                 self.restarts += 1
 
         return self._paced(pictures())
@@ -467,7 +466,7 @@ class StreamSource(LiveSource):
         self._loop = loop
         #: Whether frames are taken as they arrive (a live stream) rather than played at the rate.
         self.live = True
-        self._container, self._decoded, self._first = self._open()
+        self._open()
         try:
             stream = self._container.streams.video[0]
             width, height = size or (self._first.width, self._first.height)
@@ -480,8 +479,8 @@ class StreamSource(LiveSource):
             raise
         super().__init__(width, height, Fraction(rate).limit_denominator(1000))
 
-    def _open(self) -> tuple[Any, Iterator[Any], Any]:
-        """Open the stream and decode its first frame: (container, the frames after it, the first)."""
+    def _open(self) -> None:
+        """Open the stream and decode its first frame: ``_container``, ``_first``, and ``_decoded`` (the frames after it)."""
         import av
 
         try:
@@ -510,7 +509,7 @@ class StreamSource(LiveSource):
         except BaseException:
             container.close()
             raise
-        return container, decoded, first
+        self._container, self._decoded, self._first = container, decoded, first
 
     def _frames(self) -> Iterator[np.ndarray]:
         import av
@@ -553,7 +552,7 @@ class StreamSource(LiveSource):
                 return False
             attempt += 1
             try:
-                self._container, self._decoded, self._first = self._open()
+                self._open()
                 break
             except InputError:
                 continue
@@ -565,7 +564,7 @@ class StreamSource(LiveSource):
 
     def _reopen(self) -> bool:
         try:
-            self._container, self._decoded, self._first = self._open()
+            self._open()
             return True
         except InputError as exc:
             if not self._loop:
