@@ -437,9 +437,9 @@ def camera_stream(clip: Path, work: Path) -> Path:
     return out
 
 
-def camera_feeder(stream: Path) -> list[str]:
-    """Sends the camera stream over and over in real time, unchanged, to standard output."""
-    return ["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(stream), "-c", "copy", "-f", "mpegts", "-"]
+def camera_feeder(stream: Path, output: str = "-") -> list[str]:
+    """Sends the camera stream over and over in real time, unchanged, to ``output`` (default standard output)."""
+    return ["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(stream), "-c", "copy", "-f", "mpegts", output]
 
 
 def mjpeg_bytes(frames: list[np.ndarray], work: Path) -> int:

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_live import DEFAULT_CLIP, FPS, SIZE, Server, camera_stream, load
+from bench_live import DEFAULT_CLIP, FPS, SIZE, Server, camera_feeder, camera_stream, load
 
 #: Seconds without a viewer before the on-demand server closes its source.
 DELAY = 1.0
@@ -108,10 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         port = free_udp_port()
         stream = camera_stream(args.clip, Path(work))
-        feeder = subprocess.Popen(
-            ["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(stream), "-c", "copy",
-             "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"]  # fmt: skip
-        )
+        feeder = subprocess.Popen(camera_feeder(stream, f"udp://127.0.0.1:{port}?pkt_size=1316"))
         sources = {
             "testsrc": ["--source", "testsrc", *size],
             "clip": ["--source", str(args.clip), "--loop", *size],
