@@ -658,12 +658,14 @@ def _fps_value(text: str) -> float:
 
 
 def _seconds_value(text: str) -> float:
+    from kmq.live.server import MAX_ON_DEMAND  # only for --on-demand, which runs the server anyway
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"seconds must be a number, got {text!r}") from None
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError(f"seconds must be above 0 and at most 86400, got {text}")
+    if not 0 < value <= MAX_ON_DEMAND:
+        raise argparse.ArgumentTypeError(f"seconds must be above 0 and at most {MAX_ON_DEMAND:g}, got {text}")
     return value
 
 
