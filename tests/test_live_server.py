@@ -484,6 +484,38 @@ def test_kmq_watch_decodes_and_writes_the_stream(live, tmp_path):
     assert len(frames) == 20 and frames[0].shape == (144, 256, 3)
 
 
+def test_kmq_watch_keeps_the_stream_as_it_came_in_a_kmqv_file_that_decodes_to_what_it_saw(tmp_path):
+    from kmq.live.watch import watch
+
+    # Two temporal layers and a watcher slower than the stream: the server leaves discardable
+    # frames out for it, so the packets it keeps skip frame numbers the file must not have.
+    live = LiveProcess("--size", "96x64", "--fps", "30", "-k", "16", "--temporal-layers", "2")
+    seen: list[tuple[int, bool, np.ndarray]] = []
+
+    def slow(frame, summary) -> None:
+        seen.append((frame.number, frame.discardable, frame.to_array()))
+        time.sleep(0.08)
+
+    out = tmp_path / "kept.kmqv"
+    try:
+        summary = watch(f"ws://127.0.0.1:{live.port}/ws", output=out, frames=40, on_frame=slow)
+    finally:
+        live.stop()
+    assert summary.frames == 40 and summary.output == out
+    numbers = [number for number, _, _ in seen]
+    assert any(b - a > 1 for a, b in zip(numbers, numbers[1:])), numbers  # frames were left out
+    with open(out, "rb") as stream:
+        reader = KmqvReader(stream)
+        packets = [parse_frame(record, reader.header) for _, record in reader.packets()]
+        frames = list(reader.frames())
+        assert reader.end.frames == 40 and reader.keyframes[0].pts == 0
+    assert [packet.number for packet in packets] == list(range(40))
+    assert packets[0].keyframe and packets[0].pts == 0 and all(a.pts < b.pts for a, b in zip(packets, packets[1:]))
+    assert [packet.discardable for packet in packets] == [discardable for _, discardable, _ in seen]
+    for frame, (_, _, pixels) in zip(frames, seen, strict=True):
+        np.testing.assert_array_equal(frame.to_array(), pixels)
+
+
 def test_the_snapshot_is_the_newest_frame_exactly_as_viewers_decode_it(live):
     from PIL import Image
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import run_kmq
-from kmq.codec.video import KmqvReader, parse_frame
+from kmq.codec.video import KmqvReader, parse_frame, renumber_packet
 from kmq.errors import InputError
 from kmq.media.video import encode_video, open_video
 from kmq.media.video_encoder import VideoEncoder
-from kmq.scale.chunks import encode_chunk, encode_video_chunked, join_chunks, plan_chunks, renumber_packet
+from kmq.scale.chunks import encode_chunk, encode_video_chunked, join_chunks, plan_chunks
 
 FRAMES = 40
 GOP = 8  # a source keyframe every 8 frames: at frames 0, 8, 16, 24, 32

@@ -725,10 +725,11 @@ def _add_live_commands(commands: Any) -> None:
         "watch",
         help="watch a live stream from Python: check it, count it, record it",
         description="Connect to a kmq live stream, decode every frame with kmq.VideoDecoder, and print what arrived "
-        "(frames, keyframes, bit rate, latency); optionally write the frames to a video file or PNG folder.",
+        "(frames, keyframes, bit rate, latency); optionally write the frames to a video file or PNG folder, or keep "
+        "the stream as it came in a .kmqv file.",
     )
     watch.add_argument("url", help="the stream, ws://HOST:PORT/ws")
-    watch.add_argument("-o", "--output", default=None, help="write frames to OUT.mkv (lossless), OUT.mp4, OUT.gif, OUT.apng or OUTDIR/")
+    watch.add_argument("-o", "--output", default=None, help="write frames to OUT.mkv (lossless), OUT.mp4, OUT.gif, OUT.apng or OUTDIR/; OUT.kmqv keeps the stream as it came")
     watch.add_argument("--frames", type=_positive_int, default=None, metavar="N", help="stop after N frames (default: until the stream ends)")
     watch.add_argument("--token", default=None, help="the server's token")
     watch.add_argument("--cafile", default=None, metavar="CERT.pem", help="for wss://: trust the certificates in this file (a self-signed server's own)")

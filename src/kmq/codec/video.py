@@ -36,6 +36,7 @@ __all__ = [
     "KmqvReader",
     "pack_frame",
     "parse_frame",
+    "renumber_packet",
     "pack_record",
     "split_record",
 ]
@@ -287,6 +288,49 @@ def pack_frame(
         parts.append(palette[changed[:size]].tobytes())
     head = _FRAME.pack(number, pts, flags, skipped, size)
     return pack_record(TAG_FRAME, b"".join((head, *parts, index_data)))
+
+
+def renumber_packet(
+    packet: FramePacket, number: int, pts: int, channels: int, *, skipped: int | None = None
+) -> bytes:
+    """The frame record of ``packet`` with another frame number and timestamp, all else unchanged.
+
+    For joining streams (chunks of one encode) and for keeping what a live viewer received,
+    whose numbers and timestamps are the server's and may leave out discardable frames.
+
+    Parameters
+    ----------
+    packet : FramePacket
+        A parsed frame packet.
+    number, pts : int
+        Its place in the new stream.
+    channels : int
+        Colour channels of the stream (3 or 4).
+    skipped : int, optional
+        The discardable frames between it and its reference frame in the new stream (default:
+        the packet's own).
+
+    Returns
+    -------
+    bytes
+        The record; byte for byte the original when ``number``, ``pts`` and ``skipped`` are its own.
+    """
+    palette = np.zeros((packet.palette_size, channels), np.uint8)
+    palette[packet.palette_entries] = packet.palette_colors
+    changed = None
+    if not packet.keyframe and len(packet.palette_entries):
+        changed = np.zeros(packet.palette_size, bool)
+        changed[packet.palette_entries] = True
+    return pack_frame(
+        number,
+        pts,
+        keyframe=packet.keyframe,
+        palette=palette,
+        changed=changed,
+        index_data=bytes(packet.index_data),
+        discardable=packet.discardable,
+        skipped=packet.skipped if skipped is None else skipped,
+    )
 
 
 def parse_frame(record: bytes | memoryview, header: StreamHeader, *, what: str = "frame packet") -> FramePacket:

@@ -15,7 +15,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-from kmq.codec.video import TAG_FRAME, TAG_HEADER, DecodedFrame, VideoDecoder, parse_frame
+from kmq.codec.video import (
+    TAG_FRAME, TAG_HEADER, DecodedFrame, FramePacket, KmqvWriter, VideoDecoder, parse_frame, renumber_packet,
+)
 from kmq.errors import FormatError, InputError, OutputError
 from kmq.live.access import client_tls
 from kmq.live.timing import TAG_TIMING, parse_timing
@@ -132,49 +134,88 @@ def _without_token(url: str) -> str:
 
 
 class _Output:
-    """Frames to a video file or PNG folder, opened when the stream header has told the size."""
+    """Frames to a video file or PNG folder, or the packets as they came to a .kmqv file; opened at the first frame."""
 
     def __init__(self, path: Path, force: bool) -> None:
         from kmq.media.files import check_output
         from kmq.media.video_output import sink_kind
 
         self.path = path
-        self.kind = sink_kind(path)
+        if path.suffix.lower() == ".kmqv":
+            self.kind = "kmqv"
+        else:
+            try:
+                self.kind = sink_kind(path)
+            except InputError as exc:
+                raise InputError(f"{exc}; or .kmqv for the stream as it is") from None
         if self.kind != "png":
             check_output(path, force=force)
         self.force = force
         self._stack = contextlib.ExitStack()
         self._sink: Any = None
+        self._header: bytes = b""
         self._first_pts: int | None = None
+        self._written = 0
+        self._reference = -1  # the number in the file of the last reference frame written
 
-    def write(self, frame: DecodedFrame, decoder: VideoDecoder) -> None:
+    def write(self, frame: DecodedFrame, decoder: VideoDecoder, packet: FramePacket) -> None:
+        """Add a decoded frame, ``packet`` the frame packet it was decoded from."""
         from kmq.media.files import atomic_output
         from kmq.media.video_output import PngFolder, open_sink
 
+        header = decoder.header
         if self._sink is None:
-            header = decoder.header
+            self._header = header.to_bytes()
             if self.kind == "png":
                 self._sink = PngFolder(self.path, force=self.force)
             else:
                 stream = self._stack.enter_context(atomic_output(self.path, force=self.force))
-                self._sink = open_sink(
-                    stream, self.path, self.kind, width=header.width, height=header.height, channels=header.channels,
-                    time_base=header.time_base, frame_rate=header.frame_rate,
-                )
+                if self.kind == "kmqv":
+                    self._sink = KmqvWriter(stream, header)
+                else:
+                    self._sink = open_sink(
+                        stream, self.path, self.kind, width=header.width, height=header.height,
+                        channels=header.channels, time_base=header.time_base, frame_rate=header.frame_rate,
+                    )
             self._first_pts = frame.pts
-        self._sink.write(frame.to_array(), frame.pts - self._first_pts, palette=frame.palette, indices=frame.indices)
+        elif header.to_bytes() != self._header:
+            raise FormatError(f"the stream's header changed ({header}): {self.path} holds one stream")
+        pts = frame.pts - self._first_pts
+        if self.kind == "kmqv":
+            self._keep(packet, pts, header.channels)
+            return
+        self._sink.write(frame.to_array(), pts, palette=frame.palette, indices=frame.indices)
+
+    def _keep(self, packet: FramePacket, pts: int, channels: int) -> None:
+        """The packet as it came, numbered from 0 in the file and timed from its first frame.
+
+        The server's numbers start where the viewer joined and leave out the discardable frames
+        it did not send, so each packet says again how many frames stand between it and its
+        reference frame in the file (the frames written since, all discardable).
+        """
+        number = self._written
+        skipped = 0 if packet.keyframe else number - 1 - self._reference
+        record = renumber_packet(packet, number, pts, channels, skipped=skipped)
+        self._sink.write_packet(record, number=number, pts=pts, keyframe=packet.keyframe)
+        self._written += 1
+        if not packet.discardable:
+            self._reference = number
 
     def close(self, keep: bool) -> None:
         """Finish the output (``keep``), or remove whatever was written of it."""
         if self._sink is None:
             return
         if not keep:
-            self._sink.abort()
+            if self.kind != "kmqv":
+                self._sink.abort()
             with contextlib.suppress(BaseException):  # atomic_output removes its temporary file
                 self._stack.__exit__(OutputError, OutputError("discarded"), None)
             return
         try:
-            self._sink.close()
+            if self.kind == "kmqv":
+                self._sink.finish()
+            else:
+                self._sink.close()
         except BaseException as exc:
             with contextlib.suppress(BaseException):
                 self._stack.__exit__(type(exc), exc, exc.__traceback__)
@@ -201,7 +242,10 @@ def watch(
     url : str
         The stream, ``ws://HOST:PORT/ws`` (a token may be in its query).
     output : path-like, optional
-        Write the decoded frames: .mkv (FFV1, lossless), .mp4 (H.264), .gif, .apng, or a folder of PNGs.
+        Write the decoded frames: .mkv (FFV1, lossless), .mp4 (H.264), .gif, .apng, or a folder of PNGs;
+        or .kmqv: the frame packets as they came, from the first keyframe, without turning them
+        into pixels or encoding them again (numbered from 0 and timed from the first frame, as
+        a .kmqv file has them; ``kmq video decode`` converts the file).
     frames : int, optional
         Stop after this many decoded frames (default: until the stream ends).
     token : str, optional
@@ -332,7 +376,7 @@ async def _watch(
                 if frame.number in captured:
                     latencies.append(time.time() - captured.pop(frame.number))
                 if sink is not None:
-                    sink.write(frame, decoder)
+                    sink.write(frame, decoder, packet)
                 if on_frame is not None:
                     on_frame(frame, summary)
                 # Acknowledged once handled: the server then keeps only a few frames in flight to

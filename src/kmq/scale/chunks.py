@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from kmq.codec.video import FramePacket, KmqvReader, KmqvWriter, pack_frame, parse_frame
+from kmq.codec.video import KmqvReader, KmqvWriter, parse_frame, renumber_packet
 from kmq.errors import FormatError, InputError, OutputError
 from kmq.media.files import atomic_output, check_output
 
-__all__ = ["ChunkSpan", "ChunkResult", "encode_chunk", "encode_video_chunked", "join_chunks", "plan_chunks", "renumber_packet"]
+__all__ = ["ChunkSpan", "ChunkResult", "encode_chunk", "encode_video_chunked", "join_chunks", "plan_chunks"]
 
 # Chunk boundaries are passed to the video source as seconds; a tenth of a microsecond above
 # the keyframe's time keeps float rounding from landing on the frame before it (the source
@@ -210,41 +210,6 @@ def encode_chunk(
 
 
 # ---------------------------------------------------------------- joining
-
-
-def renumber_packet(packet: FramePacket, number: int, pts: int, channels: int) -> bytes:
-    """The frame record of ``packet`` with another frame number and timestamp, all else unchanged.
-
-    Parameters
-    ----------
-    packet : FramePacket
-        A parsed frame packet.
-    number, pts : int
-        Its place in the joined stream.
-    channels : int
-        Colour channels of the stream (3 or 4).
-
-    Returns
-    -------
-    bytes
-        The record; byte for byte the original when ``number`` and ``pts`` are its own.
-    """
-    palette = np.zeros((packet.palette_size, channels), np.uint8)
-    palette[packet.palette_entries] = packet.palette_colors
-    changed = None
-    if not packet.keyframe and len(packet.palette_entries):
-        changed = np.zeros(packet.palette_size, bool)
-        changed[packet.palette_entries] = True
-    return pack_frame(
-        number,
-        pts,
-        keyframe=packet.keyframe,
-        palette=palette,
-        changed=changed,
-        index_data=bytes(packet.index_data),
-        discardable=packet.discardable,
-        skipped=packet.skipped,
-    )
 
 
 def join_chunks(
