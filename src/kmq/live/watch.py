@@ -179,7 +179,9 @@ class _Output:
                     )
             self._first_pts = frame.pts
         elif header.to_bytes() != self._header:
-            raise FormatError(f"the stream's header changed ({header}): {self.path} holds one stream")
+            raise FormatError(
+                f"the stream's header changed ({header.width}×{header.height}, K={header.k}): {self.path} holds one stream"
+            )
         pts = frame.pts - self._first_pts
         if self.kind == "kmqv":
             self._keep(packet, pts, header.channels)
