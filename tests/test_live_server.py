@@ -516,6 +516,86 @@ def test_kmq_watch_keeps_the_stream_as_it_came_in_a_kmqv_file_that_decodes_to_wh
         np.testing.assert_array_equal(frame.to_array(), pixels)
 
 
+def test_ctrl_c_stops_kmq_watch_and_finishes_its_recording(live, tmp_path):
+    out = tmp_path / "until-stopped.kmqv"
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "kmq", "watch", f"ws://127.0.0.1:{live.port}/ws", "-o", str(out), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".until-stopped.kmqv.*")) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the temporary file appears with the first frame
+        time.sleep(1.0)
+        watcher.send_signal(signal.SIGINT)
+        stdout, stderr = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["end"] == "stopped" and summary["frames"] >= 5 and summary["output"] == str(out)
+    with open(out, "rb") as stream:
+        reader = KmqvReader(stream)
+        assert reader.end.frames == summary["frames"] == len(list(reader.frames()))
+    assert not list(tmp_path.glob(".until-stopped*"))  # no temporary file left
+
+
+@pytest.fixture()
+def silent_stream():
+    """A WebSocket server on loopback that sends a stream header, then nothing: ws://.../ws."""
+    import asyncio
+
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    where: dict = {}
+
+    async def stream(request):
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_bytes(StreamHeader(width=32, height=16, channels=3, k=8, time_base=1).to_bytes())
+        async for _ in ws:  # nothing more is sent; ends when the viewer goes
+            pass
+        return ws
+
+    async def start() -> None:
+        app = web.Application()
+        app.router.add_get("/ws", stream)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        where["port"] = site._server.sockets[0].getsockname()[1]
+        where["runner"] = runner
+        ready.set()
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(start(), loop)
+    assert ready.wait(10)
+    yield f"ws://127.0.0.1:{where['port']}/ws"
+    asyncio.run_coroutine_threadsafe(where["runner"].cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def test_kmq_watch_gives_up_on_a_silent_stream_and_stops_at_once_when_asked(silent_stream):
+    from kmq.errors import FormatError, InputError
+    from kmq.live.watch import watch
+
+    started = time.monotonic()
+    with pytest.raises(InputError, match="no data for 1 s"):
+        watch(silent_stream, timeout=1.0)
+    assert time.monotonic() - started < 5
+    # Asked to stop while nothing arrives (Ctrl-C, say): it stops within a poll, not after the time-out.
+    started = time.monotonic()
+    with pytest.raises(FormatError, match=r"no frame was decoded \(stopped\)"):
+        watch(silent_stream, timeout=30.0, stop=lambda: time.monotonic() - started > 0.5)
+    assert time.monotonic() - started < 3
+
+
 def test_the_snapshot_is_the_newest_frame_exactly_as_viewers_decode_it(live):
     from PIL import Image
 

@@ -726,7 +726,7 @@ def _add_live_commands(commands: Any) -> None:
         help="watch a live stream from Python: check it, count it, record it",
         description="Connect to a kmq live stream, decode every frame with kmq.VideoDecoder, and print what arrived "
         "(frames, keyframes, bit rate, latency); optionally write the frames to a video file or PNG folder, or keep "
-        "the stream as it came in a .kmqv file.",
+        "the stream as it came in a .kmqv file. Ctrl-C stops watching and finishes the output; a second Ctrl-C abandons it.",
     )
     watch.add_argument("url", help="the stream, ws://HOST:PORT/ws")
     watch.add_argument("-o", "--output", default=None, help="write frames to OUT.mkv (lossless), OUT.mp4, OUT.gif, OUT.apng or OUTDIR/; OUT.kmqv keeps the stream as it came")
@@ -809,6 +809,7 @@ def _run_live(args: argparse.Namespace) -> int:
 
 def _run_watch(args: argparse.Namespace) -> int:
     from kmq.live.watch import watch
+    from kmq.scale.signals import graceful_stop
 
     console = _console(args)
     shown = {"at": 0.0}
@@ -820,7 +821,12 @@ def _run_watch(args: argparse.Namespace) -> int:
         shown["at"] = now
         print(f"\r{summary.frames} frames, {summary.fps:.1f} fps, {summary.kbit_per_s:.0f} kbit/s", end="", file=sys.stderr, flush=True)
 
-    summary = watch(args.url, output=args.output, frames=args.frames, token=args.token, force=args.force, timeout=args.timeout, on_frame=progress, cafile=args.cafile)
+    # The first Ctrl-C (or SIGTERM) stops watching and finishes the output; a second one abandons it.
+    with graceful_stop() as stop:
+        summary = watch(
+            args.url, output=args.output, frames=args.frames, token=args.token, force=args.force,
+            timeout=args.timeout, on_frame=progress, stop=stop.is_set, cafile=args.cafile,
+        )
     if not (args.json or args.quiet):
         print(file=sys.stderr)
     if args.json:

@@ -26,6 +26,8 @@ __all__ = ["WatchSummary", "watch", "stream_url"]
 
 #: Largest message accepted from a server: a worst-case frame of 4K video is about 33 MB.
 MAX_MESSAGE_BYTES = 128 << 20
+#: How often a viewer waiting for a message looks whether it was asked to stop (seconds).
+_STOP_POLL_S = 0.25
 
 
 @dataclass
@@ -259,7 +261,8 @@ def watch(
     on_frame : callable, optional
         Called with each decoded frame and the summary so far.
     stop : callable, optional
-        Polled between messages; watching ends when it returns True.
+        Polled between messages, and every 0.25 s while waiting for one; watching ends when it
+        returns True, and the output is finished as when the stream ends.
     cafile : path-like, optional
         For ``wss://``: trust the certificates in this PEM file (a server's own, self-signed
         certificate, say) instead of the system's authorities.
@@ -295,6 +298,25 @@ def watch(
     return summary
 
 
+async def _next_message(ws: Any, timeout: float, stop: Callable[[], bool] | None) -> Any:
+    """The next message, or None when ``stop`` says so or nothing came for ``timeout`` seconds.
+
+    Waits a little at a time, so that a stop asked for while the stream is silent (Ctrl-C,
+    say) is seen at once; a timed-out wait loses nothing (the socket's messages stay queued).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if stop is not None and stop():
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            return await ws.receive(timeout=min(_STOP_POLL_S, left))
+        except asyncio.TimeoutError:
+            continue
+
+
 async def _watch(
     url: str,
     summary: WatchSummary,
@@ -327,13 +349,12 @@ async def _watch(
             raise InputError(f"cannot connect to {summary.url}: {exc or type(exc).__name__}") from None
         async with ws:
             while True:
-                if stop is not None and stop():
-                    summary.end = "stopped"
-                    break
-                try:
-                    message = await ws.receive(timeout=timeout)
-                except asyncio.TimeoutError:
-                    raise InputError(f"{summary.url}: no data for {timeout:g} s") from None
+                message = await _next_message(ws, timeout, stop)
+                if message is None:
+                    if stop is not None and stop():
+                        summary.end = "stopped"
+                        break
+                    raise InputError(f"{summary.url}: no data for {timeout:g} s")
                 if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                     reason = ws.close_code, (message.extra or "")
                     summary.end = f"the server closed the stream ({reason[0]} {reason[1]})".strip()
