@@ -376,31 +376,29 @@ function decodeStripe(bytes, start, end, frame, previous, mode, width, height, k
             (same(frame[up + col + 1], ref[up + col + 1]) << 2) |
             (same(p, w) << 3) |
             (same(p, n) << 4);
-          {
-            const cx = FLAG_P + t;
-            const p0 = p0s[cx];
-            const rate = rates[cx];
-            const bound = Math.imul(range >>> 16, p0);
-            let bit = 0;
-            if ((code ^ 0x80000000) < (bound ^ 0x80000000)) {
-              range = bound;
-              p0s[cx] = p0 + ((65536 - p0) >> rate);
-            } else {
-              code = (code - bound) | 0;
-              range = (range - bound) | 0;
-              p0s[cx] = p0 - (p0 >> rate);
-              bit = 1;
-            }
-            if (rate < FLAG_LIMIT) rates[cx] = rate + 1;
-            while (range >>> 24 === 0) {
-              code = (code << 8) | (pos < end ? bytes[pos] : 0);
-              pos++;
-              range <<= 8;
-            }
-            if (bit) {
-              frame[here] = p;
-              continue;
-            }
+          const cx = FLAG_P + t;
+          const p0 = p0s[cx];
+          const rate = rates[cx];
+          const bound = Math.imul(range >>> 16, p0);
+          let bit = 0;
+          if ((code ^ 0x80000000) < (bound ^ 0x80000000)) {
+            range = bound;
+            p0s[cx] = p0 + ((65536 - p0) >> rate);
+          } else {
+            code = (code - bound) | 0;
+            range = (range - bound) | 0;
+            p0s[cx] = p0 - (p0 >> rate);
+            bit = 1;
+          }
+          if (rate < FLAG_LIMIT) rates[cx] = rate + 1;
+          while (range >>> 24 === 0) {
+            code = (code << 8) | (pos < end ? bytes[pos] : 0);
+            pos++;
+            range <<= 8;
+          }
+          if (bit) {
+            frame[here] = p;
+            continue;
           }
         }
         const nw = frame[up + col - 1];
