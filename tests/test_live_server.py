@@ -565,9 +565,8 @@ def silent_stream():
         app.router.add_get("/ws", stream)
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        where["port"] = site._server.sockets[0].getsockname()[1]
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        where["port"] = runner.addresses[0][1]
         where["runner"] = runner
         ready.set()
 

@@ -16,7 +16,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 
 from kmq.codec.video import (
-    TAG_FRAME, TAG_HEADER, DecodedFrame, FramePacket, KmqvWriter, VideoDecoder, parse_frame, renumber_packet,
+    TAG_FRAME, TAG_HEADER, DecodedFrame, FramePacket, KmqvWriter, StreamHeader, VideoDecoder, parse_frame,
+    renumber_packet,
 )
 from kmq.errors import FormatError, InputError, OutputError
 from kmq.live.access import client_tls
@@ -135,6 +136,33 @@ def _without_token(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+class _PacketSink:
+    """The frame packets as they came, to a .kmqv file, numbered from 0 and timed from the first frame.
+
+    The server's numbers start where the viewer joined and leave out the discardable frames it
+    did not send, so each packet says again how many frames stand between it and its reference
+    frame in the file (the frames written since, all discardable).
+    """
+
+    def __init__(self, stream: Any, header: StreamHeader) -> None:
+        self._writer = KmqvWriter(stream, header)
+        self._reference = -1  # the number in the file of the last reference frame written
+
+    def write(self, packet: FramePacket, pts: int) -> None:
+        number = self._writer.frames
+        skipped = 0 if packet.keyframe else number - 1 - self._reference
+        record = renumber_packet(packet, number, pts, self._writer.header.channels, skipped=skipped)
+        self._writer.write_packet(record, number=number, pts=pts, keyframe=packet.keyframe)
+        if not packet.discardable:
+            self._reference = number
+
+    def close(self) -> None:
+        self._writer.finish()
+
+    def abort(self) -> None:
+        """Nothing to release: the file is atomic_output's, which removes it."""
+
+
 class _Output:
     """Frames to a video file or PNG folder, or the packets as they came to a .kmqv file; opened at the first frame."""
 
@@ -155,10 +183,8 @@ class _Output:
         self.force = force
         self._stack = contextlib.ExitStack()
         self._sink: Any = None
-        self._header: bytes = b""
+        self._header: StreamHeader | None = None
         self._first_pts: int | None = None
-        self._written = 0
-        self._reference = -1  # the number in the file of the last reference frame written
 
     def write(self, frame: DecodedFrame, decoder: VideoDecoder, packet: FramePacket) -> None:
         """Add a decoded frame, ``packet`` the frame packet it was decoded from."""
@@ -167,59 +193,39 @@ class _Output:
 
         header = decoder.header
         if self._sink is None:
-            self._header = header.to_bytes()
+            self._header = header
             if self.kind == "png":
                 self._sink = PngFolder(self.path, force=self.force)
             else:
                 stream = self._stack.enter_context(atomic_output(self.path, force=self.force))
                 if self.kind == "kmqv":
-                    self._sink = KmqvWriter(stream, header)
+                    self._sink = _PacketSink(stream, header)
                 else:
                     self._sink = open_sink(
                         stream, self.path, self.kind, width=header.width, height=header.height,
                         channels=header.channels, time_base=header.time_base, frame_rate=header.frame_rate,
                     )
             self._first_pts = frame.pts
-        elif header.to_bytes() != self._header:
-            raise FormatError(
-                f"the stream's header changed ({header.width}×{header.height}, K={header.k}): {self.path} holds one stream"
-            )
+        elif header != self._header:
+            changed = f"{header.width}×{header.height}, K={header.k}"
+            raise FormatError(f"the stream's header changed ({changed}): {self.path} holds one stream")
         pts = frame.pts - self._first_pts
         if self.kind == "kmqv":
-            self._keep(packet, pts, header.channels)
-            return
-        self._sink.write(frame.to_array(), pts, palette=frame.palette, indices=frame.indices)
-
-    def _keep(self, packet: FramePacket, pts: int, channels: int) -> None:
-        """The packet as it came, numbered from 0 in the file and timed from its first frame.
-
-        The server's numbers start where the viewer joined and leave out the discardable frames
-        it did not send, so each packet says again how many frames stand between it and its
-        reference frame in the file (the frames written since, all discardable).
-        """
-        number = self._written
-        skipped = 0 if packet.keyframe else number - 1 - self._reference
-        record = renumber_packet(packet, number, pts, channels, skipped=skipped)
-        self._sink.write_packet(record, number=number, pts=pts, keyframe=packet.keyframe)
-        self._written += 1
-        if not packet.discardable:
-            self._reference = number
+            self._sink.write(packet, pts)
+        else:
+            self._sink.write(frame.to_array(), pts, palette=frame.palette, indices=frame.indices)
 
     def close(self, keep: bool) -> None:
         """Finish the output (``keep``), or remove whatever was written of it."""
         if self._sink is None:
             return
         if not keep:
-            if self.kind != "kmqv":
-                self._sink.abort()
+            self._sink.abort()
             with contextlib.suppress(BaseException):  # atomic_output removes its temporary file
                 self._stack.__exit__(OutputError, OutputError("discarded"), None)
             return
         try:
-            if self.kind == "kmqv":
-                self._sink.finish()
-            else:
-                self._sink.close()
+            self._sink.close()
         except BaseException as exc:
             with contextlib.suppress(BaseException):
                 self._stack.__exit__(type(exc), exc, exc.__traceback__)
@@ -299,7 +305,7 @@ def watch(
 
 
 async def _next_message(ws: Any, timeout: float, stop: Callable[[], bool] | None) -> Any:
-    """The next message, or None when ``stop`` says so or nothing came for ``timeout`` seconds.
+    """The next message, or None when ``stop`` says so; raises ``asyncio.TimeoutError`` after ``timeout`` s of silence.
 
     Waits a little at a time, so that a stop asked for while the stream is silent (Ctrl-C,
     say) is seen at once; a timed-out wait loses nothing (the socket's messages stay queued).
@@ -310,7 +316,7 @@ async def _next_message(ws: Any, timeout: float, stop: Callable[[], bool] | None
             return None
         left = deadline - time.monotonic()
         if left <= 0:
-            return None
+            raise asyncio.TimeoutError
         try:
             return await ws.receive(timeout=min(_STOP_POLL_S, left))
         except asyncio.TimeoutError:
@@ -349,12 +355,13 @@ async def _watch(
             raise InputError(f"cannot connect to {summary.url}: {exc or type(exc).__name__}") from None
         async with ws:
             while True:
-                message = await _next_message(ws, timeout, stop)
+                try:
+                    message = await _next_message(ws, timeout, stop)
+                except asyncio.TimeoutError:
+                    raise InputError(f"{summary.url}: no data for {timeout:g} s") from None
                 if message is None:
-                    if stop is not None and stop():
-                        summary.end = "stopped"
-                        break
-                    raise InputError(f"{summary.url}: no data for {timeout:g} s")
+                    summary.end = "stopped"
+                    break
                 if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                     reason = ws.close_code, (message.extra or "")
                     summary.end = f"the server closed the stream ({reason[0]} {reason[1]})".strip()
