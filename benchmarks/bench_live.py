@@ -24,6 +24,11 @@ across a real photograph, so every pixel moves) and the shared clip
    beforehand by FFmpeg's libx264, 4 Mbit/s, a keyframe every 2 s), fed in real time by
    ``ffmpeg -re -c copy`` into ``kmq live --source -``, with one page: the server now decodes
    H.264 before it encodes (latency is counted from the decoded frame, as from a camera's).
+6. the peer, live: Motion-JPEG q5 of the clip at 1280×720 and 30 fps, encoded by FFmpeg as the
+   frames come and sent by a small WebSocket relay to one page, then to ``--viewers`` pages,
+   each JPEG decoded by Chromium's own decoder and drawn on a canvas (live_mjpeg.py): its encode
+   rate, the CPU of FFmpeg and the relay, Chromium's CPU and what the pages show, printed beside
+   kmq's one-page and many-page phases of the clip.
 
 Each phase runs a fresh server, warms it up, then measures for ``--seconds``; ``--phases``
 picks some (for example ``relay/1_viewers``).
@@ -104,18 +109,23 @@ def chromium_processes() -> list:
     return found
 
 
-def chromium_seconds() -> float:
-    """CPU seconds used so far by the Chromium processes this benchmark started (those still running)."""
+def cpu_of(processes: list) -> float:
+    """CPU seconds used so far by these processes (psutil processes; those that have ended count nothing)."""
     import psutil
 
     total = 0.0
-    for process in chromium_processes():
+    for process in processes:
         try:
             times = process.cpu_times()
             total += times.user + times.system
         except psutil.Error:
             pass
     return total
+
+
+def chromium_seconds() -> float:
+    """CPU seconds used so far by the Chromium processes this benchmark started (those still running)."""
+    return cpu_of(chromium_processes())
 
 
 def renice_chromium(niceness: int) -> None:
@@ -215,6 +225,28 @@ class Server:
         if self.feeder is not None:
             self.feeder.kill()
             self.feeder.wait()
+
+
+class MjpegRelay(Server):
+    """The peer's server (live_mjpeg.py: FFmpeg encoding Motion-JPEG, and a WebSocket relay) in a child process."""
+
+    def __init__(self, clip: Path, size: tuple[int, int], fps: int) -> None:
+        import psutil
+
+        relay = Path(__file__).with_name("live_mjpeg.py")
+        command = [sys.executable, str(relay), "--relay", str(clip), "--size", f"{size[0]}x{size[1]}", "--fps", str(fps)]
+        self.feeder = None
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("port "):
+            self.proc.kill()
+            raise RuntimeError("the Motion-JPEG relay did not start")
+        self.port = int(line.split()[1])
+        self.process = psutil.Process(self.proc.pid)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the relay and its FFmpeg together."""
+        return cpu_of([self.process, *self.process.children(recursive=True)])
 
 
 # ---------------------------------------------------------------- viewers
@@ -397,6 +429,54 @@ def watch_phase(server: Server, browser, kind: str, viewers: int, seconds: float
     }
 
 
+def mjpeg_phase(browser, clip: Path, viewers: int, seconds: float) -> dict:
+    """The peer: live Motion-JPEG of the clip (live_mjpeg.py) to ``viewers`` pages, measured for ``seconds``."""
+    relay = MjpegRelay(clip, SIZE, FPS)
+    pages = []
+    try:
+        deadline = time.monotonic() + 120
+        while relay.stats()["count"] < 2 * FPS and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for _ in range(viewers):
+            page = browser.new_page(viewport={"width": SIZE[0], "height": SIZE[1]})
+            page.goto(f"http://127.0.0.1:{relay.port}/")
+            pages.append(page)
+        for page in pages:
+            page.wait_for_function("window.mjpegStats && window.mjpegStats.framesDecoded >= 3", timeout=120_000)
+        snapshot = "() => ({ ...window.mjpegStats })"
+        start = [page.evaluate(snapshot) for page in pages]
+        before, cpu_before, load_before = relay.stats(), relay.cpu_seconds(), os.getloadavg()[0]
+        browser_before, started = chromium_seconds(), time.monotonic()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - started
+        after, cpu_after, browser_after = relay.stats(), relay.cpu_seconds(), chromium_seconds()
+        end = [page.evaluate(snapshot) for page in pages]
+    finally:
+        for page in pages:
+            page.close()
+        relay.stop()
+    frames = after["count"] - before["count"]
+    return {
+        "kind": "mjpeg-pages",
+        "viewers": viewers,
+        "seconds": elapsed,
+        "load_before": load_before,
+        "encode_fps": frames / elapsed,
+        "server_cores": (cpu_after - cpu_before) / elapsed,
+        "browser_cores": (browser_after - browser_before) / elapsed,
+        "stream_kbit_s": (after["bytes"] - before["bytes"]) * 8 / elapsed / 1000,
+        "bytes_per_frame": (after["bytes"] - before["bytes"]) / max(frames, 1),
+        "pages": [
+            {
+                "decoded_fps": (last["framesDecoded"] - first["framesDecoded"]) / elapsed,
+                "passed_over": last["passedOver"] - first["passedOver"],
+                "kbit_s": (last["bytesReceived"] - first["bytesReceived"]) * 8 / elapsed / 1000,
+            }
+            for first, last in zip(start, end)
+        ],
+    }
+
+
 def run_phase(browser, args: list[str], seconds: float, kind: str, viewers: int, feeder: list[str] | None = None) -> dict:
     """A fresh ``kmq live``, warmed up, with its viewers, measured for ``seconds``."""
     server = Server(*args, feeder=feeder)
@@ -511,12 +591,18 @@ def summarise(runs: list[dict]) -> dict:
     table: dict = {}
     for source, phases in runs[0].items():
         for phase, result in phases.items():
-            row = {key: median_of(runs, source, phase, key) for key in SERVER_FIGURES}
+            row = {key: median_of(runs, source, phase, key) for key in SERVER_FIGURES if key in result}
             if result["pages"]:
                 row["viewer_fps"] = page_median(runs, source, phase, "decoded_fps")
                 row["viewer_fps_slowest"] = page_median(runs, source, phase, "decoded_fps", min)
-            if result["pages"] and result["kind"].startswith("pages"):
+            if result["pages"] and result["kind"].startswith(("pages", "mjpeg")):
                 row["browser_cores"] = median_of(runs, source, phase, "browser_cores")
+                # What the browser spends on a frame a page shows, all its processes together.
+                row["browser_ms_per_frame"] = statistics.median(
+                    1000 * run[source][phase]["browser_cores"] / max(1e-9, sum(page["decoded_fps"] for page in run[source][phase]["pages"]))
+                    for run in runs
+                )
+            if result["pages"] and result["kind"].startswith("pages"):
                 row["viewer_decode_ms"] = page_median(runs, source, phase, "decode_ms")
                 row["viewer_passed_over"] = page_median(runs, source, phase, "passed_over")
                 row["latency_p50_ms"] = page_median(runs, source, phase, "latency_p50_ms")
@@ -563,6 +649,37 @@ def latency_steps(runs: list[dict]) -> None:
     print(f"  {'  of the first: capture to encoding (server)':62}{cells}")
 
 
+def peer_report(table: dict, viewers: int) -> None:
+    """kmq live beside live Motion-JPEG (live_mjpeg.py), with the same number of pages on the same cores."""
+    columns = [
+        (kmq, mjpeg, count)
+        for kmq, mjpeg, count in (("clip/1_viewers", "mjpeg/1_viewers", 1), ("clip/pages", "mjpeg/pages", viewers))
+        if kmq in table and mjpeg in table
+    ]
+    if not columns:
+        return
+    print(
+        f"\nthe peer, live: Motion-JPEG q5 of the clip at {SIZE[0]}×{SIZE[1]} and {FPS} fps (FFmpeg encoding as the"
+        " frames come, a WebSocket relay, Chromium's own JPEG decoder in the page), beside kmq live:"
+    )
+    print(f"{'':30}" + "".join(f"{'kmq':>10}{'MJPEG':>10}" for _ in columns))
+    print(f"{'pages':30}" + "".join(f"{count:>10}{count:>10}" for _, _, count in columns))
+    rows = [
+        ("encode fps", "encode_fps", "{:.1f}"),
+        ("server CPU (cores)", "server_cores", "{:.2f}"),
+        ("Chromium CPU (cores)", "browser_cores", "{:.2f}"),
+        ("page decoded fps", "viewer_fps", "{:.1f}"),
+        ("  slowest page", "viewer_fps_slowest", "{:.1f}"),
+        ("Chromium ms a frame shown", "browser_ms_per_frame", "{:.1f}"),
+        ("stream kbit/s", "stream_kbit_s", "{:.0f}"),
+    ]
+    for label, key, fmt in rows:
+        cells = "".join(f"{fmt.format(table[kmq][key]):>10}{fmt.format(table[mjpeg][key]):>10}" for kmq, mjpeg, _ in columns)
+        print(f"{label:30}{cells}")
+    print("(server CPU: kmq live, or FFmpeg and the relay together; 'a frame shown': Chromium's CPU, all its"
+          " processes, over the frames its pages decoded and drew)")
+
+
 def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
     table = summarise(runs)
     columns = [
@@ -605,6 +722,7 @@ def report(runs: list[dict], extra: dict, viewers: int, seconds: float) -> dict:
     print(f"('{viewers} ws': {viewers} WebSocket viewers in another process that receive and acknowledge every frame"
           " without decoding it; 'page': Chromium pages on the same 2 cores as the server;"
           f" '{viewers} nice': the pages at niceness 19, standing for viewers on other machines)")
+    peer_report(table, viewers)
     latency_steps(runs)
     one_page = [
         ("small/1_viewers", f"the clip at {SMALL[0]}×{SMALL[1]} with one page"),
@@ -676,6 +794,8 @@ def main(argv: list[str] | None = None) -> int:
         ("clip", "pages", "pages", args.viewers),
         ("small", "1_viewers", "pages", 1),
         ("relay", "1_viewers", "pages", 1),
+        ("mjpeg", "1_viewers", "mjpeg-pages", 1),
+        ("mjpeg", "pages", "mjpeg-pages", args.viewers),
         ("clip", "pages_nice", "pages-nice", args.viewers),  # last: its niceness may not be undone
     ]
     if args.phases:
@@ -723,6 +843,9 @@ def main(argv: list[str] | None = None) -> int:
                 run: dict = {source: {} for source, _, _, _ in phases}
                 for source, phase, kind, viewers in phases:
                     print(f"run {number + 1}: {source}, {phase} (load {load()})", flush=True)
+                    if source == "mjpeg":
+                        run[source][phase] = mjpeg_phase(browser, args.clip, viewers, args.seconds)
+                        continue
                     run[source][phase] = run_phase(
                         browser, sources[source], args.seconds, kind, viewers, feeder if source == "relay" else None
                     )
