@@ -15,6 +15,7 @@ from conftest import assert_one_error_line, run_kmq
 from kmq.codec.video import KmqvReader, VideoDecoder, parse_frame
 from kmq.errors import FormatError, InputError
 from kmq.media.video import decode_video, encode_video, export_video, open_video
+from kmq.media.video_source import VideoSource
 
 SIZE = (96, 64)
 
@@ -193,6 +194,38 @@ def test_a_variable_frame_rate_source_keeps_its_timestamps(tmp_path, photo):
         assert [round(frame.time * 1000) for frame in video] == pts
     decode_video(tmp_path / "vfr.kmqv", tmp_path / "back.mkv")
     assert [round(time * 1000) for time, _ in read_frames(tmp_path / "back.mkv")] == pts
+
+
+@pytest.mark.parametrize("full_range", [False, True])
+def test_an_enlarged_yuv_source_is_the_picture_swscale_converts_in_one_step(tmp_path, photo, full_range):
+    """The source enlarges the YUV planes before the conversion to RGB (cheaper): same picture, same range."""
+    path = tmp_path / "yuv.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+        stream.codec_context.color_range = 2 if full_range else 1
+        for number, pixels in enumerate(pan(photo, 3)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(
+                format="yuv420p", dst_color_range=2 if full_range else 1
+            )
+            frame.pts = number
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    size = (SIZE[0] * 5 // 3, SIZE[1] * 5 // 3)
+    with av.open(str(path)) as container:
+        expected = [
+            frame.reformat(*size, format="rgb24", interpolation="FAST_BILINEAR").to_ndarray()
+            for frame in container.decode(video=0)
+        ]
+    with VideoSource(path, size=size) as source:
+        enlarged = [frame.pixels for frame in source]
+    assert len(enlarged) == len(expected) == 3
+    for ours, theirs in zip(enlarged, expected):
+        assert ours.shape == theirs.shape == (size[1], size[0], 3)
+        difference = np.abs(ours.astype(int) - theirs)
+        assert difference.mean() < 3 and difference.max() <= 16
 
 
 def test_a_rotated_source_is_encoded_upright_with_its_timing(tmp_path, photo):

@@ -22,6 +22,8 @@ __all__ = ["SourceFrame", "SourceInfo", "VideoSource", "parse_size"]
 PREFETCH_FRAMES = 3
 #: Rotations the display matrix may ask for, in degrees counter-clockwise.
 _QUARTER_TURNS = {0: 0, 90: 1, 180: 2, 270: 3}
+#: Planar 8-bit YUV formats whose planes are enlarged before the conversion to RGB (see _convert).
+_PLANAR_YUV = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
 
 
 @dataclass(frozen=True)
@@ -324,6 +326,11 @@ class VideoSource:
         width, height = (info.height, info.width) if turns % 2 else (info.width, info.height)
         # Averaging when shrinking (no aliasing); the cheapest smooth filter when enlarging.
         shrinking = width * height < frame.width * frame.height
+        if not shrinking and (width, height) != (frame.width, frame.height) and frame.format.name in _PLANAR_YUV:
+            # swscale enlarges the YUV planes and then converts them to RGB in half the time of its
+            # one-step path (854x480 to 1280x720: 1.4 against 2.8 ms a frame), for the same picture
+            # to within about one level (colour space and range go with the frame).
+            frame = frame.reformat(width=width, height=height, interpolation="FAST_BILINEAR")
         image = frame.reformat(
             width=width,
             height=height,
