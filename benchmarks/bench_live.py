@@ -234,7 +234,7 @@ class MjpegRelay(Server):
         import psutil
 
         relay = Path(__file__).with_name("live_mjpeg.py")
-        command = [sys.executable, str(relay), "--relay", str(clip), "--size", f"{size[0]}x{size[1]}", "--fps", str(fps)]
+        command = [sys.executable, str(relay), "--relay", str(clip), "--size", "{}x{}".format(*size), "--fps", str(fps)]
         self.feeder = None
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
@@ -586,6 +586,12 @@ SERVER_FIGURES = (
 )
 
 
+def browser_ms_per_frame(result: dict) -> float:
+    """What Chromium spends, all its processes together, on a frame one of its pages shows (ms of CPU)."""
+    shown = sum(page["decoded_fps"] for page in result["pages"])
+    return 1000 * result["browser_cores"] / shown if shown else float("nan")
+
+
 def summarise(runs: list[dict]) -> dict:
     """Medians over runs of every figure the report prints, by source and phase."""
     table: dict = {}
@@ -597,11 +603,7 @@ def summarise(runs: list[dict]) -> dict:
                 row["viewer_fps_slowest"] = page_median(runs, source, phase, "decoded_fps", min)
             if result["pages"] and result["kind"].startswith(("pages", "mjpeg")):
                 row["browser_cores"] = median_of(runs, source, phase, "browser_cores")
-                # What the browser spends on a frame a page shows, all its processes together.
-                row["browser_ms_per_frame"] = statistics.median(
-                    1000 * run[source][phase]["browser_cores"] / max(1e-9, sum(page["decoded_fps"] for page in run[source][phase]["pages"]))
-                    for run in runs
-                )
+                row["browser_ms_per_frame"] = statistics.median(browser_ms_per_frame(run[source][phase]) for run in runs)
             if result["pages"] and result["kind"].startswith("pages"):
                 row["viewer_decode_ms"] = page_median(runs, source, phase, "decode_ms")
                 row["viewer_passed_over"] = page_median(runs, source, phase, "passed_over")
