@@ -209,8 +209,7 @@ def stage_times(frames: list[np.ndarray]) -> dict[str, float]:
 
     wrap(video_encoder.VideoEncoder, "_histogram", "histogram (sampled)")
     wrap(video_encoder.VideoEncoder, "_continue_palette", "k-means from last palette")
-    wrap(video_encoder.VideoEncoder, "_search_motion", "motion search")
-    wrap(video_encoder.VideoEncoder, "_map", "indices (table, skips)")
+    wrap(video_encoder.VideoEncoder, "_map", "indices and motion search")
     wrap(video_encoder.entropy, "encode_padded_map", "entropy coding")
     try:
         encoder = video_encoder.VideoEncoder(frames[0].shape[1], frames[0].shape[0], k=K, frame_rate=24)

@@ -203,6 +203,21 @@ def test_ordered_dither_round_trips(photo):
     assert all(np.array_equal(a.reconstructed, b) for a, b in zip(encoded, decoded))
 
 
+def test_a_still_dithered_picture_moves_no_block(photo):
+    # A still camera's picture: the same photograph with a little sensor noise in every frame.
+    # The motion search judges the dithered colours the indices are chosen for, so the dither
+    # pattern, which stays in place, keeps every block where it is.
+    still = photo[100:260, 40:296].astype(np.int16)
+    rng = np.random.default_rng(0)
+    frames = [np.clip(still + rng.integers(-2, 3, still.shape), 0, 255).astype(np.uint8) for _ in range(4)]
+    sizes = {}
+    for motion in (False, True):
+        encoded = encode_all(VideoEncoder(256, 160, k=32, dither="ordered", motion=motion), frames)
+        assert all(frame.moved_blocks == 0 for frame in encoded)
+        sizes[motion] = sum(len(frame.packet) for frame in encoded[1:])
+    assert sizes[True] == sizes[False] < 100 * 3
+
+
 def test_the_encoder_refuses_a_frame_of_another_size():
     encoder = VideoEncoder(32, 24, k=8)
     with pytest.raises(InputError, match="24×32×3"):

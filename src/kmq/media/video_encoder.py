@@ -387,17 +387,16 @@ class VideoEncoder:
         indices = entropy.map_view(padded)
         self._refresh_nearest(palette)
         vectors = None
-        reference = None if keyframe else self._indices
         if not keyframe and self.motion and header.channels == 3:
-            vectors = self._search_motion(frame, palette, self._vectors.get(distance))
+            vectors = np.empty(self._vector_shape, np.int8)
+            squared_error, changed_pixels = self._map(
+                frame, palette, indices, keyframe, vectors=vectors, guesses=self._vectors.get(distance)
+            )
             self._vectors[distance] = vectors
-            if vectors.any():
-                reference = entropy.map_view(self._predicted)
-            else:
-                vectors = None
-        squared_error, changed_pixels = self._map(frame, palette, indices, reference)
-        if vectors is not None:  # the map's count is against the moved reference
-            changed_pixels = int(np.count_nonzero(indices != self._indices))
+            if not vectors.any():
+                vectors = None  # the moved reference is the previous map: coded without vectors
+        else:
+            squared_error, changed_pixels = self._map(frame, palette, indices, keyframe)
         index_data = entropy.encode_padded_map(
             padded,
             len(palette),
@@ -522,48 +521,50 @@ class VideoEncoder:
                 _update_nearest(self._nearest, palette.astype(np.int32), changed, TABLE_BITS)
         self._nearest_palette = palette
 
-    def _search_motion(self, frame: np.ndarray, palette: np.ndarray, guesses: np.ndarray | None) -> np.ndarray:
-        """This frame's motion vectors, with the moved reference in ``self._predicted``.
-
-        ``guesses`` are the vectors of the last frame coded at the same distance from its
-        reference (none yet: zero vectors).
-        """
-        vectors = np.empty(self._vector_shape, np.int8)
-        if guesses is None:
-            guesses = np.zeros(self._vector_shape, np.int8)
-        palette_int = palette.astype(np.int32)
-
-        def search(worker: int, first: int, last: int) -> None:
-            _search_motion(
-                frame, self._nearest, self._padded, palette_int, guesses, vectors, self._predicted,
-                self._band_tops, self._stripe_rows, self.block_tolerance, self.pixel_tolerance, MOTION_STEPS,
-                first, last,
-            )
-
-        _in_parallel(search, len(self._band_tops) - 1)
-        return vectors
-
     def _map(
-        self, frame: np.ndarray, palette: np.ndarray, indices: np.ndarray, previous: np.ndarray | None
+        self,
+        frame: np.ndarray,
+        palette: np.ndarray,
+        indices: np.ndarray,
+        keyframe: bool,
+        *,
+        vectors: np.ndarray | None = None,
+        guesses: np.ndarray | None = None,
     ) -> tuple[float, int]:
-        """Write this frame's ``indices``, keeping the previous frame's where they are nearly as good.
+        """Write this frame's ``indices``, keeping the last reference frame's where they are nearly as good.
 
-        Returns the squared error and the number of pixels whose index changed.
+        On a keyframe there is nothing to keep. Given ``vectors`` (an array to fill), each block's
+        motion vector is searched as well, and the moved reference goes to ``self._predicted``;
+        ``guesses`` are then the vectors of the last frame coded at the same distance from its
+        reference (none yet: zero vectors). Returns the squared error and the number of pixels
+        whose index differs from the reference frame's at the same place.
         """
         palette_int = palette.astype(np.int32)
-        has_previous = previous is not None
         dithered = self.dither == "ordered"
         targets = _dithered(frame, self._offsets) if dithered else frame
         bands = len(self._band_tops) - 1
         squared_error = np.zeros(bands)
         changed_pixels = np.zeros(bands, np.int64)
-        reference = previous if has_previous else indices
+        if vectors is not None:
+            if guesses is None:
+                guesses = np.zeros(self._vector_shape, np.int8)
 
-        def map_bands(worker: int, first: int, last: int) -> None:
-            self._map_bands(
-                targets, self._nearest, palette_int, reference, has_previous, self._band_tops,
-                self.block_tolerance, self.pixel_tolerance, first, last, indices, squared_error, changed_pixels,
-            )
+            def map_bands(worker: int, first: int, last: int) -> None:
+                _map_moved_bands(
+                    targets, self._nearest, palette_int, self._padded, guesses, vectors, self._predicted,
+                    self._band_tops, self._stripe_rows, self.block_tolerance, self.pixel_tolerance, MOTION_STEPS,
+                    first, last, indices, squared_error, changed_pixels,
+                )
+
+        else:
+            has_previous = not keyframe
+            reference = self._indices if has_previous else indices
+
+            def map_bands(worker: int, first: int, last: int) -> None:
+                self._map_bands(
+                    targets, self._nearest, palette_int, reference, has_previous, self._band_tops,
+                    self.block_tolerance, self.pixel_tolerance, first, last, indices, squared_error, changed_pixels,
+                )
 
         _in_parallel(map_bands, bands)
         if dithered:
@@ -791,17 +792,127 @@ def _update_nearest(nearest, palette, changed, bits):
         nearest[key] = best
 
 
+_SHIFT = 8 - TABLE_BITS
+_BLOCK_BITS = entropy.BLOCK_SIZE.bit_length() - 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _measure_rows(targets, nearest, palette, top, bottom, candidates, candidate_error, with_alpha):
+    """Each pixel of rows ``top..bottom-1``: its candidate index and that candidate's squared error.
+
+    A pixel's candidate is the table entry of its target colour's cell; a cell seen for the first
+    time is filled here (threads that race on a cell write the same value). Row i of the scratch
+    arrays is row ``top + i``.
+    """
+    width = targets.shape[1]
+    entries = palette.shape[0]
+    for y in range(top, bottom):
+        # Unsigned positions spare numba's negative-index handling in the pixel loops.
+        pixels = targets[np.uint64(y)]
+        row_candidates = candidates[np.uint64(y - top)]
+        row_error = candidate_error[np.uint64(y - top)]
+        for x in range(width):
+            at = np.uint64(x)
+            red = np.int32(pixels[at, 0])
+            green = np.int32(pixels[at, 1])
+            blue = np.int32(pixels[at, 2])
+            key = ((red >> _SHIFT) << (2 * TABLE_BITS)) | ((green >> _SHIFT) << TABLE_BITS) | (blue >> _SHIFT)
+            alpha = np.int32(0)
+            if with_alpha:
+                alpha = np.int32(pixels[at, 3])
+                key = (key << TABLE_BITS) | (alpha >> _SHIFT)
+            candidate = nearest[np.uint64(key)]
+            if candidate < 0:
+                candidate, _ = _cell_nearest(key, palette, TABLE_BITS, entries)
+                nearest[key] = candidate
+            row_candidates[at] = candidate
+            row_error[at] = _distance(red, green, blue, alpha, palette, np.uint64(candidate), with_alpha)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _measure_kept(targets, palette, previous, top, bottom, candidate_error, previous_error, extra_total, with_alpha):
+    """The squared error of ``previous``'s index at each pixel of rows ``top..bottom-1``.
+
+    ``extra_total`` (zeroed by the caller) gathers, per block column, what keeping the previous
+    indices costs over the candidates.
+    """
+    width = targets.shape[1]
+    for y in range(top, bottom):
+        pixels = targets[np.uint64(y)]
+        above = previous[np.uint64(y)]
+        row_error = candidate_error[np.uint64(y - top)]
+        row_kept = previous_error[np.uint64(y - top)]
+        for x in range(width):
+            at = np.uint64(x)
+            alpha = np.int32(pixels[at, 3]) if with_alpha else np.int32(0)
+            kept = _distance(
+                np.int32(pixels[at, 0]), np.int32(pixels[at, 1]), np.int32(pixels[at, 2]), alpha, palette,
+                np.uint64(above[at]), with_alpha,
+            )
+            extra_total[np.uint64(x >> _BLOCK_BITS)] += kept - row_error[at]
+            row_kept[at] = kept
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _choose_rows(
+    previous, has_previous, base, top, bottom, candidates, candidate_error, previous_error, extra_total, keep_block,
+    block_tolerance, pixel_tolerance, out,
+):
+    """Second pass: each pixel of rows ``top..bottom-1`` takes its previous index or its candidate.
+
+    A block whose previous indices cost at most ``block_tolerance`` more per pixel than the
+    candidates keeps them all (the coder then sends one flag); in the other blocks a pixel keeps
+    its previous index when that costs at most ``pixel_tolerance`` more. Returns the rows' squared
+    error and how many pixels differ from ``base`` (the same place in the last reference frame).
+    """
+    width = out.shape[1]
+    columns = (width + entropy.BLOCK_SIZE - 1) >> _BLOCK_BITS
+    if has_previous:
+        rows = bottom - top
+        for column in range(columns):
+            left = column << _BLOCK_BITS
+            pixels = (min(width, left + entropy.BLOCK_SIZE) - left) * rows
+            keep_block[column] = np.int32(extra_total[column] <= block_tolerance * pixels)
+    tolerance = np.int32(pixel_tolerance)
+    # Whole rows, without branches: each pixel takes its previous index or its candidate, chosen by
+    # a mask (all ones to keep the previous index, else zero).
+    band_error = 0
+    band_changed = 0
+    for y in range(top, bottom):
+        above = previous[np.uint64(y)]
+        before = base[np.uint64(y)]
+        written = out[np.uint64(y)]
+        row_candidates = candidates[np.uint64(y - top)]
+        row_error = candidate_error[np.uint64(y - top)]
+        row_kept = previous_error[np.uint64(y - top)]
+        for x in range(width):
+            at = np.uint64(x)
+            candidate = np.int32(row_candidates[at])
+            error = row_error[at]
+            if has_previous:
+                entry = np.int32(above[at])
+                kept = row_kept[at]
+                keep = keep_block[np.uint64(x >> _BLOCK_BITS)] | np.int32(kept <= error + tolerance)
+                mask = -keep
+                chosen = (entry & mask) | (candidate & ~mask)
+                written[at] = chosen
+                band_error += (kept & mask) | (error & ~mask)
+                band_changed += np.int32(chosen != np.int32(before[at]))
+            else:
+                written[at] = candidate
+                band_error += error
+    return band_error, band_changed
+
+
 @functools.cache
 def _band_mapper(channels: int) -> Callable:
-    """The kernel that chooses indices, compiled for frames of ``channels`` channels.
+    """The kernel that chooses indices against the previous frame in place, compiled for ``channels`` channels.
 
     The channel count, the table's bits and the block size are constants of each compiled copy,
     which keeps the per-pixel work to a few shifts, one table look-up and one or two distances.
     """
     with_alpha = channels == 4
-    shift = 8 - TABLE_BITS
     block = entropy.BLOCK_SIZE
-    block_bits = block.bit_length() - 1
 
     @numba.njit(cache=True, nogil=True)
     def map_bands(
@@ -811,82 +922,105 @@ def _band_mapper(channels: int) -> Callable:
         """Choose the indices of bands ``first..last-1``; fill their squared error and changed pixels.
 
         Band i covers rows ``tops[i]..tops[i+1]-1`` (at most one block high): a row of the coder's
-        16×16 blocks. A pixel's candidate is the table entry of its target colour's cell (the
-        pixel itself, or its dithered colour); a cell seen for the first time is filled here
-        (threads that race on a cell write the same value). Without a previous frame each pixel
-        takes its candidate. With one, a block whose previous indices cost at most
-        ``block_tolerance`` more per pixel than the candidates keeps them all (the coder then
-        sends one flag); in the other blocks a pixel keeps its previous index when that costs at
-        most ``pixel_tolerance`` more. Rows are scanned whole, so the inner loops are long, and
-        the blocks are decided from per-block totals. Bands are independent, so threads may run
-        disjoint ranges at once. Errors are against the targets.
+        16×16 blocks. Without a previous frame each pixel takes its candidate; with one, see
+        :func:`_choose_rows`. Rows are scanned whole, so the inner loops are long, and the blocks
+        are decided from per-block totals. Bands are independent, so threads may run disjoint
+        ranges at once. Errors are against the targets.
         """
         width = targets.shape[1]
-        entries = palette.shape[0]
-        columns = (width + block - 1) >> block_bits
+        columns = (width + block - 1) >> _BLOCK_BITS
         candidates = np.empty((block, width), np.uint8)
         candidate_error = np.empty((block, width), np.int32)
         previous_error = np.empty((block, width), np.int32)
         extra_total = np.empty(columns, np.int64)
         keep_block = np.zeros(columns, np.int32)
-        tolerance = np.int32(pixel_tolerance)
         for band in range(first, last):
             top = tops[band]
             bottom = tops[band + 1]
-            extra_total[:] = 0
-            for y in range(top, bottom):
-                row = y - top
-                for x in range(width):
-                    red = np.int32(targets[y, x, 0])
-                    green = np.int32(targets[y, x, 1])
-                    blue = np.int32(targets[y, x, 2])
-                    key = ((red >> shift) << (2 * TABLE_BITS)) | ((green >> shift) << TABLE_BITS) | (blue >> shift)
-                    alpha = np.int32(0)
-                    if with_alpha:
-                        alpha = np.int32(targets[y, x, 3])
-                        key = (key << TABLE_BITS) | (alpha >> shift)
-                    candidate = nearest[key]
-                    if candidate < 0:
-                        candidate, _ = _cell_nearest(key, palette, TABLE_BITS, entries)
-                        nearest[key] = candidate
-                    candidates[row, x] = candidate
-                    error = _distance(red, green, blue, alpha, palette, candidate, with_alpha)
-                    candidate_error[row, x] = error
-                    if has_previous:
-                        # Both distances, always: a branch on "same entry" mispredicts on moving pictures.
-                        kept = _distance(red, green, blue, alpha, palette, previous[y, x], with_alpha)
-                        extra_total[x >> block_bits] += kept - error
-                        previous_error[row, x] = kept
+            _measure_rows(targets, nearest, palette, top, bottom, candidates, candidate_error, with_alpha)
             if has_previous:
-                rows = bottom - top
-                for column in range(columns):
-                    left = column << block_bits
-                    pixels = (min(width, left + block) - left) * rows
-                    keep_block[column] = np.int32(extra_total[column] <= block_tolerance * pixels)
-            # Whole rows again, without branches: each pixel takes its previous index or its
-            # candidate, chosen by a mask (all ones to keep the previous index, else zero).
-            band_error = 0
-            band_changed = 0
-            for y in range(top, bottom):
-                row = y - top
-                for x in range(width):
-                    candidate = np.int32(candidates[row, x])
-                    error = candidate_error[row, x]
-                    if has_previous:
-                        entry = np.int32(previous[y, x])
-                        kept = previous_error[row, x]
-                        keep = keep_block[x >> block_bits] | np.int32(kept <= error + tolerance)
-                        mask = -keep
-                        out[y, x] = (entry & mask) | (candidate & ~mask)
-                        band_error += (kept & mask) | (error & ~mask)
-                        band_changed += (1 - keep) & np.int32(candidate != entry)
-                    else:
-                        out[y, x] = candidate
-                        band_error += error
-            squared_error[band] = band_error
-            changed[band] = band_changed
+                extra_total[:] = 0
+                _measure_kept(
+                    targets, palette, previous, top, bottom, candidate_error, previous_error, extra_total, with_alpha
+                )
+            squared_error[band], changed[band] = _choose_rows(
+                previous, has_previous, previous, top, bottom, candidates, candidate_error, previous_error,
+                extra_total, keep_block, block_tolerance, pixel_tolerance, out,
+            )
 
     return map_bands
+
+
+@numba.njit(cache=True, nogil=True)
+def _map_moved_bands(
+    targets, nearest, palette, previous, guesses, vectors, reference, tops, stripe_rows, block_tolerance,
+    pixel_tolerance, steps, first, last, out, squared_error, changed,
+):
+    """Choose the motion vectors and indices of bands ``first..last-1`` (RGB frames).
+
+    ``previous`` is the last reference frame's padded map and ``reference`` the padded map that
+    receives it moved by the vectors. A band's candidates are found first (:func:`_measure_rows`);
+    each block's search (:func:`_search_block`) then samples them instead of looking them up
+    again. Once the band's vectors are known and its rows of ``reference`` written, every pixel
+    is measured against the moved reference, once, and the indices are chosen as
+    :func:`_choose_rows` does; ``changed`` counts the pixels that differ from ``previous`` in
+    place. Bands are independent, so threads may run disjoint ranges at once.
+    """
+    height, width = targets.shape[0], targets.shape[1]
+    block = entropy.BLOCK_SIZE
+    blocks = vectors.shape[1]
+    in_place = previous[:-1, 2:-1]
+    moved = reference[:-1, 2:-1]
+    candidates = np.empty((block, width), np.uint8)
+    candidate_error = np.empty((block, width), np.int32)
+    previous_error = np.empty((block, width), np.int32)
+    extra_total = np.empty(blocks, np.int64)
+    keep_block = np.zeros(blocks, np.int32)
+    samples = np.empty((block * block // 4, 6), np.int32)  # y, x, RGB, candidate's error
+    tolerance = np.int32(pixel_tolerance)
+    for band in range(first, last):
+        y0 = tops[band]
+        y1 = tops[band + 1]
+        top = y0 - y0 % stripe_rows
+        bottom = min(top + stripe_rows, height)
+        _measure_rows(targets, nearest, palette, y0, y1, candidates, candidate_error, False)
+        for b in range(blocks):
+            x0 = b * block
+            x1 = min(x0 + block, width)
+            # The block's samples (every other pixel, in a quincunx) with their candidates' errors,
+            # and what keeping the previous indices in place costs them.
+            count = 0
+            for y in range(y0, y1, 2):
+                pixels = targets[np.uint64(y)]
+                errors = candidate_error[np.uint64(y - y0)]
+                for x in range(x0 + ((y - y0) & 2) // 2, x1, 2):
+                    at = np.uint64(x)
+                    sample = samples[np.uint64(count)]
+                    sample[0] = y
+                    sample[1] = x
+                    sample[2] = pixels[at, 0]
+                    sample[3] = pixels[at, 1]
+                    sample[4] = pixels[at, 2]
+                    sample[5] = errors[at]
+                    count += 1
+            best = _motion_cost(samples, count, previous, palette, 0, 0, top, bottom, tolerance, 1 << 62)
+            enough = block_tolerance * count
+            best_x = 0
+            best_y = 0
+            if best > enough:
+                best_x, best_y = _search_block(
+                    samples, count, previous, palette, guesses, vectors, band, b, top, bottom, tolerance, enough,
+                    steps, best,
+                )
+            vectors[band, b, 0] = best_x
+            vectors[band, b, 1] = best_y
+        entropy.predict_rows(previous, vectors, band, reference, y0, y1, top, bottom)
+        extra_total[:] = 0
+        _measure_kept(targets, palette, moved, y0, y1, candidate_error, previous_error, extra_total, False)
+        squared_error[band], changed[band] = _choose_rows(
+            moved, True, in_place, y0, y1, candidates, candidate_error, previous_error, extra_total, keep_block,
+            block_tolerance, pixel_tolerance, out,
+        )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -936,101 +1070,55 @@ def _cheaper(samples, count, previous, palette, dx, dy, top, bottom, tolerance, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_motion(
-    targets, nearest, previous, palette, last_vectors, vectors, reference, tops, stripe_rows,
-    block_tolerance, pixel_tolerance, steps, first, last,
-):
-    """Choose the motion vectors of block rows ``first..last-1`` and write their moved reference rows.
+def _search_block(samples, count, previous, palette, guesses, vectors, row, b, top, bottom, tolerance, enough, steps, best):
+    """The motion vector of block ``b`` of block row ``row``, whose samples cost ``best`` without motion.
 
-    Each block's pixels are sampled (every other one, in a quincunx) with their candidate index's
-    error (the nearest-entry table, as the index choice uses it). The block tries no motion, its
-    left neighbour's vector and its own vector of the last frame, keeps the cheapest by
-    :func:`_motion_cost` (the first of equals), and, unless the whole block would then keep its
-    moved indices anyway (within ``block_tolerance`` per pixel), walks one pixel at a time towards
-    cheaper vectors. Block rows are independent, so threads may run disjoint ranges at once.
-    RGB frames only.
+    The block tries its left neighbour's vector and its own vector of the last frame coded at the
+    same distance (``guesses``), keeps the cheapest by :func:`_motion_cost` (the first of equals,
+    no motion first), and, unless the whole block would then keep its moved indices anyway (within
+    ``enough``), walks one pixel at a time towards cheaper vectors, at most ``steps`` steps.
     """
-    height, width = targets.shape[0], targets.shape[1]
-    blocks = vectors.shape[1]
-    entries = palette.shape[0]
-    shift = 8 - TABLE_BITS
     low, high = entropy.MOTION_RANGE
-    samples = np.empty((entropy.BLOCK_SIZE * entropy.BLOCK_SIZE // 4, 6), np.int32)  # y, x, RGB, candidate's error
-    tolerance = np.int32(pixel_tolerance)
-    for row in range(first, last):
-        y0 = tops[row]
-        y1 = tops[row + 1]
-        top = y0 - y0 % stripe_rows
-        bottom = min(top + stripe_rows, height)
-        for b in range(blocks):
-            x0 = b * entropy.BLOCK_SIZE
-            x1 = min(x0 + entropy.BLOCK_SIZE, width)
-            count = 0
-            # Unsigned positions spare numba's negative-index handling in these loops (a third faster).
-            for y in range(y0, y1, 2):
-                pixels = targets[np.uint64(y)]
-                for x in range(x0 + ((y - y0) & 2) // 2, x1, 2):
-                    at = np.uint64(x)
-                    red = np.int32(pixels[at, 0])
-                    green = np.int32(pixels[at, 1])
-                    blue = np.int32(pixels[at, 2])
-                    key = ((red >> shift) << (2 * TABLE_BITS)) | ((green >> shift) << TABLE_BITS) | (blue >> shift)
-                    candidate = nearest[np.uint64(key)]
-                    if candidate < 0:
-                        candidate, _ = _cell_nearest(key, palette, TABLE_BITS, entries)
-                        nearest[key] = candidate
-                    sample = samples[np.uint64(count)]
-                    sample[0] = y
-                    sample[1] = x
-                    sample[2] = red
-                    sample[3] = green
-                    sample[4] = blue
-                    sample[5] = _distance(red, green, blue, 0, palette, np.uint64(candidate), False)
-                    count += 1
-            enough = block_tolerance * count
-            best_x = 0
-            best_y = 0
-            best = _motion_cost(samples, count, previous, palette, 0, 0, top, bottom, tolerance, 1 << 62)
-            for candidate in range(2):
-                if best <= enough:
-                    break
-                if candidate == 0:
-                    if b == 0:
-                        continue
-                    cx = int(vectors[row, b - 1, 0])
-                    cy = int(vectors[row, b - 1, 1])
-                else:
-                    cx = int(last_vectors[row, b, 0])
-                    cy = int(last_vectors[row, b, 1])
-                if cx != best_x or cy != best_y:
-                    best, best_x, best_y, _ = _cheaper(
-                        samples, count, previous, palette, cx, cy, top, bottom, tolerance, best, best_x, best_y
-                    )
-            back = -1  # the step back to where the walk came from: tried already
-            for _ in range(steps):
-                if best <= enough:
-                    break
-                taken = -1
-                centre_x = best_x
-                centre_y = best_y
-                for step in range(4):
-                    if step == back:
-                        continue
-                    cx = centre_x + (1 if step == 0 else -1 if step == 1 else 0)
-                    cy = centre_y + (1 if step == 2 else -1 if step == 3 else 0)
-                    if cx < low or cx > high or cy < low or cy > high:
-                        continue
-                    best, best_x, best_y, cheaper = _cheaper(
-                        samples, count, previous, palette, cx, cy, top, bottom, tolerance, best, best_x, best_y
-                    )
-                    if cheaper:
-                        taken = step
-                if taken < 0:
-                    break
-                back = taken ^ 1
-            vectors[row, b, 0] = best_x
-            vectors[row, b, 1] = best_y
-        entropy.predict_rows(previous, vectors, row, reference, y0, y1, top, bottom)
+    best_x = 0
+    best_y = 0
+    for candidate in range(2):
+        if best <= enough:
+            break
+        if candidate == 0:
+            if b == 0:
+                continue
+            cx = int(vectors[row, b - 1, 0])
+            cy = int(vectors[row, b - 1, 1])
+        else:
+            cx = int(guesses[row, b, 0])
+            cy = int(guesses[row, b, 1])
+        if cx != best_x or cy != best_y:
+            best, best_x, best_y, _ = _cheaper(
+                samples, count, previous, palette, cx, cy, top, bottom, tolerance, best, best_x, best_y
+            )
+    back = -1  # the step back to where the walk came from: tried already
+    for _ in range(steps):
+        if best <= enough:
+            break
+        taken = -1
+        centre_x = best_x
+        centre_y = best_y
+        for step in range(4):
+            if step == back:
+                continue
+            cx = centre_x + (1 if step == 0 else -1 if step == 1 else 0)
+            cy = centre_y + (1 if step == 2 else -1 if step == 3 else 0)
+            if cx < low or cx > high or cy < low or cy > high:
+                continue
+            best, best_x, best_y, cheaper = _cheaper(
+                samples, count, previous, palette, cx, cy, top, bottom, tolerance, best, best_x, best_y
+            )
+            if cheaper:
+                taken = step
+        if taken < 0:
+            break
+        back = taken ^ 1
+    return best_x, best_y
 
 
 @numba.njit(cache=True, nogil=True)
