@@ -874,8 +874,6 @@ def _choose_rows(
             pixels = (min(width, left + entropy.BLOCK_SIZE) - left) * rows
             keep_block[column] = np.int32(extra_total[column] <= block_tolerance * pixels)
     tolerance = np.int32(pixel_tolerance)
-    # Whole rows, without branches: each pixel takes its previous index or its candidate, chosen by
-    # a mask (all ones to keep the previous index, else zero).
     band_error = 0
     band_changed = 0
     for y in range(top, bottom):
@@ -885,22 +883,37 @@ def _choose_rows(
         row_candidates = candidates[np.uint64(y - top)]
         row_error = candidate_error[np.uint64(y - top)]
         row_kept = previous_error[np.uint64(y - top)]
-        for x in range(width):
-            at = np.uint64(x)
-            candidate = np.int32(row_candidates[at])
-            error = row_error[at]
-            if has_previous:
+        if not has_previous:
+            for x in range(width):
+                at = np.uint64(x)
+                written[at] = row_candidates[at]
+                band_error += row_error[at]
+            continue
+        for column in range(columns):
+            left = column << _BLOCK_BITS
+            right = min(width, left + entropy.BLOCK_SIZE)
+            if keep_block[column]:
+                # The whole block keeps its previous indices.
+                for x in range(left, right):
+                    at = np.uint64(x)
+                    entry = above[at]
+                    written[at] = entry
+                    band_error += row_kept[at]
+                    band_changed += np.int32(entry != before[at])
+                continue
+            # Without branches: each pixel takes its previous index or its candidate, chosen by a
+            # mask (all ones to keep the previous index, else zero).
+            for x in range(left, right):
+                at = np.uint64(x)
+                candidate = np.int32(row_candidates[at])
+                error = row_error[at]
                 entry = np.int32(above[at])
                 kept = row_kept[at]
-                keep = keep_block[np.uint64(x >> _BLOCK_BITS)] | np.int32(kept <= error + tolerance)
-                mask = -keep
+                mask = -np.int32(kept <= error + tolerance)
                 chosen = (entry & mask) | (candidate & ~mask)
                 written[at] = chosen
                 band_error += (kept & mask) | (error & ~mask)
                 band_changed += np.int32(chosen != np.int32(before[at]))
-            else:
-                written[at] = candidate
-                band_error += error
     return band_error, band_changed
 
 
