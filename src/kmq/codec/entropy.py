@@ -149,9 +149,15 @@ def _temporal_context(w, n, ne, p, pw, pn, pne):
 @numba.njit(cache=True, nogil=True)
 def _block_changed(frame, previous, y, bottom, x0, x1):
     for row in range(y, min(y + BLOCK_SIZE, bottom)):
+        # A row at a time, without a branch per pixel (a vector comparison); unsigned positions
+        # spare numba's negative-index handling.
+        now = frame[np.uint64(row)]
+        before = previous[np.uint64(row)]
+        differ = False
         for col in range(x0, x1):
-            if frame[row, col] != previous[row, col]:
-                return 1
+            differ |= now[np.uint64(col)] != before[np.uint64(col)]
+        if differ:
+            return 1
     return 0
 
 
