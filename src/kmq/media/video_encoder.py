@@ -982,7 +982,7 @@ def _map_moved_bands(
     height, width = targets.shape[0], targets.shape[1]
     block = entropy.BLOCK_SIZE
     blocks = vectors.shape[1]
-    in_place = previous[:-1, 2:-1]
+    in_place = previous[:-1, 2:-1]  # the maps inside the padded ones, as entropy.map_view gives them
     moved = reference[:-1, 2:-1]
     candidates = np.empty((block, width), np.uint8)
     candidate_error = np.empty((block, width), np.int32)
